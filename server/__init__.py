@@ -1,0 +1,1 @@
+"""Jan Server: OpenAI-compatible gRPC services behind Envoy."""

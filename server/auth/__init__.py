@@ -1,0 +1,1 @@
+"""Auth: guest users, token issuing and refresh, the JWKS Envoy verifies against."""

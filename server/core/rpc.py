@@ -1,0 +1,118 @@
+"""gRPC plumbing shared by the servicers: request ids, the caller's identity, and error translation.
+
+Two kinds of RPC exist. Typed unary RPCs report errors as a gRPC status whose message is the OpenAI error JSON
+(Envoy's errors.lua unwraps it). HttpBody RPCs write the HTTP response themselves, so an error before the first
+byte is an `x-http-status` header plus a JSON body, and an error after it is an in-band SSE `data: {"error":…}` event.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from server.core.errors import ApiError, internal_error, unauthorized
+from server.core.ids import new_request_id
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def request_id(context: grpc.aio.ServicerContext) -> str:
+    """Envoy's `x-request-id` (it also puts it on the response), or a fresh one for direct gRPC callers."""
+    return metadata(context).get("x-request-id") or new_request_id()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling. Only the gateway sets these headers: Envoy strips them from client requests."""
+
+    user_id: str
+    auth_method: str
+
+
+def caller(context: grpc.aio.ServicerContext) -> Caller:
+    md = metadata(context)
+    user_id = md.get("x-user-id")
+    if not user_id:
+        raise unauthorized()
+    method = md.get("x-auth-method") or ("jwt" if "x-jwt-payload" in md else "internal")
+    return Caller(user_id=user_id, auth_method=method)
+
+
+async def send_http_status(context: grpc.aio.ServicerContext, status: int) -> None:
+    """Sets the HTTP status of a transcoded response (errors.lua moves `x-http-status` into `:status`)."""
+    await context.send_initial_metadata((("x-http-status", str(status)),))
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+    await context.abort(error.grpc_code, error.json(request_id(context)))
+
+
+def unary(
+    method: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    """Wraps a typed unary handler so ApiError (and any bug) becomes an OpenAI-shaped gRPC status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await method(self, request, context)
+        except ApiError as error:
+            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error in %s", method.__qualname__)
+            await abort_with(context, internal_error())
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+StreamHandler = Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]
+
+
+def http_body_stream(wrap: Callable[[str, bytes], Resp]) -> Callable[[StreamHandler[Req, Resp]], StreamHandler[Req, Resp]]:
+    """Wraps a server-streaming HttpBody handler; `wrap(content_type, data)` builds one response message."""
+
+    def decorate(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+            started = False
+            try:
+                async for message in method(self, request, context):
+                    started = True
+                    yield message
+            except ApiError as error:
+                async for message in _error_messages(context, error, started, wrap):
+                    yield message
+            except Exception:
+                log.exception("unhandled error in %s", method.__qualname__)
+                async for message in _error_messages(context, internal_error(), started, wrap):
+                    yield message
+
+        return wrapper
+
+    return decorate
+
+
+async def _error_messages(
+    context: grpc.aio.ServicerContext, error: ApiError, started: bool, wrap: Callable[[str, bytes], Resp]
+) -> AsyncIterator[Resp]:
+    body = error.json(request_id(context)).encode()
+    if started:
+        yield wrap("text/event-stream", b"data: " + body + b"\n\n")
+        return
+    await send_http_status(context, error.status)
+    yield wrap("application/json", body)

@@ -1,0 +1,1 @@
+"""LLM API: models and chat completions."""

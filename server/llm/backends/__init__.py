@@ -1,0 +1,1 @@
+"""Inference backends, all behind InferenceBackend (base.py)."""

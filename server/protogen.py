@@ -1,0 +1,95 @@
+"""Build step: generate the Python stubs and Envoy's descriptor set from proto/.
+
+    python -m server.protogen
+
+Outputs (git-ignored, never edited): `server/gen/` (Python modules, importable as `server.gen.jan...`),
+`server/gen/jan.pb` (the descriptor set Envoy's transcoder loads) and `.protodeps/` (the googleapis protos,
+copied from googleapis-common-protos, so `buf lint` works offline).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "proto"
+GEN_DIR = ROOT / "server" / "gen"
+DESCRIPTOR_SET = GEN_DIR / "jan.pb"
+DEPS_DIR = ROOT / ".protodeps"
+GOOGLE_API_PROTOS = ("annotations.proto", "http.proto", "httpbody.proto")
+
+
+def proto_files() -> list[Path]:
+    return sorted(PROTO_DIR.rglob("*.proto"))
+
+
+def is_stale() -> bool:
+    if not DESCRIPTOR_SET.exists():
+        return True
+    built = DESCRIPTOR_SET.stat().st_mtime
+    return any(p.stat().st_mtime > built for p in proto_files())
+
+
+def _googleapis_include() -> Path:
+    import google.api
+
+    return Path(next(iter(google.api.__path__))).parent.parent
+
+
+def generate() -> None:
+    from grpc_tools import protoc
+
+    googleapis = _googleapis_include()
+    protobuf_include = Path(protoc.__file__).parent / "_proto"
+    shutil.rmtree(GEN_DIR, ignore_errors=True)
+    GEN_DIR.mkdir(parents=True)
+    sources = [str(p.relative_to(PROTO_DIR)) for p in proto_files()]
+    args = [
+        "protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{googleapis}",
+        f"-I{protobuf_include}",
+        f"--python_out={GEN_DIR}",
+        f"--pyi_out={GEN_DIR}",
+        f"--grpc_python_out={GEN_DIR}",
+        f"--descriptor_set_out={DESCRIPTOR_SET}",
+        "--include_imports",
+        "--include_source_info",
+        *sources,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    _make_importable(GEN_DIR)
+    _copy_googleapis(googleapis)
+
+
+def _make_importable(gen: Path) -> None:
+    """protoc writes `from jan.llm.v1 import x_pb2`; point those imports at `server.gen.jan`."""
+    for folder in [gen, *(p for p in gen.rglob("*") if p.is_dir())]:
+        (folder / "__init__.py").touch()
+    pattern = re.compile(r"^from jan(\.[\w.]+)? import", re.MULTILINE)
+    for module in gen.rglob("*.py*"):
+        text = module.read_text()
+        fixed = pattern.sub(lambda m: f"from server.gen.jan{m.group(1) or ''} import", text)
+        if fixed != text:
+            module.write_text(fixed)
+
+
+def _copy_googleapis(googleapis: Path) -> None:
+    target = DEPS_DIR / "google" / "api"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in GOOGLE_API_PROTOS:
+        shutil.copyfile(googleapis / "google" / "api" / name, target / name)
+
+
+def ensure_generated() -> None:
+    if is_stale():
+        generate()
+
+
+if __name__ == "__main__":
+    generate()
+    print(f"generated {len(proto_files())} proto files into {GEN_DIR.relative_to(ROOT)}", file=sys.stderr)
