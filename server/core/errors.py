@@ -92,3 +92,7 @@ def internal_error(message: str = "The server had an error while processing your
 
 def unavailable(message: str) -> ApiError:
     return ApiError(503, message, code="service_unavailable")
+
+
+def shutting_down() -> ApiError:
+    return ApiError(503, "The server is shutting down; retry shortly", code="server_shutting_down")

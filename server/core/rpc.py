@@ -97,6 +97,8 @@ def http_body_stream(wrap: Callable[[str, bytes], Resp]) -> Callable[[StreamHand
             except ApiError as error:
                 async for message in _error_messages(context, error, started, wrap):
                     yield message
+            except grpc.aio.AbortError:
+                raise
             except Exception:
                 log.exception("unhandled error in %s", method.__qualname__)
                 async for message in _error_messages(context, internal_error(), started, wrap):

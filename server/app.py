@@ -1,0 +1,112 @@
+"""Composition root: builds every service from the settings, serves them over gRPC, and runs Envoy in front.
+
+Start order: migrate the database, load (or create) the signing key and write the JWKS Envoy reads, load the
+models, start the gRPC server, then Envoy. Stop order is the reverse, so in-flight streams finish (or end
+cleanly at the grace deadline) before the gateway goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import text
+
+from server.auth.service import AuthService
+from server.auth.servicer import AuthServicer
+from server.auth.tokens import TokenIssuer
+from server.core.config import Settings
+from server.core.db import create_engine, session_factory
+from server.core.migrate import run_migrations
+from server.gateway.envoy import EnvoyProcess
+from server.gen.jan.auth.v1 import auth_pb2, auth_pb2_grpc
+from server.gen.jan.llm.v1 import llm_pb2, llm_pb2_grpc
+from server.gen.jan.system.v1 import system_pb2, system_pb2_grpc
+from server.llm.models import ModelRegistry
+from server.llm.servicer import LlmServicer
+from server.protogen import DESCRIPTOR_SET
+from server.system.servicer import SystemServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+    llm_pb2.DESCRIPTOR.services_by_name["LlmService"].full_name,
+    system_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
+)
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+class JanServer:
+    def __init__(self, settings: Settings, *, gateway: bool = True) -> None:
+        self.settings = settings
+        self._gateway = gateway
+        self._engine = create_engine(settings.database)
+        self._models = ModelRegistry.from_settings(settings.models)
+        self._grpc: grpc.aio.Server | None = None
+        self._envoy: EnvoyProcess | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await run_migrations(settings.database)
+        issuer = TokenIssuer(settings)
+        await issuer.load_or_create()
+        await self._models.start()
+
+        server = grpc.aio.server(
+            options=[
+                # Envoy already capped the body at max_request_bytes; leave room for the envelope.
+                ("grpc.max_receive_message_length", settings.max_request_bytes + (1 << 20)),
+                ("grpc.max_send_message_length", settings.max_request_bytes + (1 << 20)),
+                # A second server on the same port must fail to bind, not share the traffic.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        sessions = session_factory(self._engine)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(AuthService(settings, sessions, issuer)), server)
+        llm_pb2_grpc.add_LlmServiceServicer_to_server(LlmServicer(self._models), server)
+        system_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(self._readiness_problem), server)
+        health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        for name in (*SERVICE_NAMES, ""):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                             reflection.SERVICE_NAME), server)
+        if server.add_insecure_port(settings.grpc_target) == 0:
+            raise RuntimeError(f"cannot bind gRPC port {settings.grpc_target}")
+        await server.start()
+        self._grpc = server
+
+        if self._gateway:
+            self._envoy = EnvoyProcess(settings, DESCRIPTOR_SET)
+            await self._envoy.start()
+
+    async def _readiness_problem(self) -> str | None:
+        try:
+            async with self._engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as error:
+            return f"database unavailable: {error.__class__.__name__}"
+        return self._models.readiness_problem()
+
+    def listening_line(self) -> str:
+        grpc_part = f"gRPC on {self.settings.grpc_target}"
+        if self._gateway:
+            return f"Jan Server listening on {self.settings.public_url} (Envoy; {grpc_part})"
+        return f"Jan Server listening on {grpc_part} (no gateway)"
+
+    async def stop(self) -> None:
+        # Refuse new RPCs, then end in-flight generations: their streams get a `server_shutting_down` error
+        # event through the still-running Envoy before the gRPC server and the gateway go away.
+        stopping = asyncio.create_task(self._grpc.stop(SHUTDOWN_GRACE_SECONDS)) if self._grpc else None
+        await self._models.close()
+        if stopping is not None:
+            await stopping
+        if self._envoy is not None:
+            await self._envoy.stop()
+        await self._engine.dispose()

@@ -1,0 +1,130 @@
+"""Auth domain: guest users, token pairs, refresh-token rotation with reuse detection. No gRPC here.
+
+Refresh tokens are opaque (`rt_` + 256 random bits), stored only as SHA-256, and single-use: each refresh
+spends the presented token and issues the next one in the same family. Presenting a spent token means it was
+copied (or a client raced itself), so the whole family is revoked and that login must start over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.auth import store
+from server.auth.tokens import TokenIssuer
+from server.core.config import Settings
+from server.core.db import utcnow
+from server.core.errors import ApiError, unauthorized
+from server.core.ids import new_id
+
+REFRESH_TOKEN_PREFIX = "rt_"
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    user_id: str
+    username: str
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The authenticated caller, as GetMe reports it."""
+
+    id: str
+    username: str
+    is_guest: bool
+    created_at: datetime
+    auth_method: str
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AuthService:
+    def __init__(
+        self, settings: Settings, sessions: async_sessionmaker[AsyncSession], tokens: TokenIssuer
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._tokens = tokens
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return self._tokens.jwks()
+
+    async def guest_login(self) -> TokenPair:
+        async with self._sessions.begin() as session:
+            user = await store.create_user(session, username=f"guest-{secrets.token_hex(16)}", is_guest=True)
+            refresh_token = await self._issue_refresh_token(
+                session, user.id, family_id=new_id("rtfam"), now=utcnow()
+            )
+            return self._pair(user, refresh_token)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        token_hash = hash_refresh_token(refresh_token)
+        now = utcnow()
+        async with self._sessions.begin() as session:
+            # Spend first, look second: the conditional UPDATE is what decides a race, not an earlier read.
+            spent = await store.spend_refresh_token(session, token_hash, now)
+            if spent is not None:
+                next_token = await self._issue_refresh_token(session, spent.user_id, spent.family_id, now=now)
+                return self._pair(spent.user, next_token)
+            rejection = await self._rejection(session, token_hash, now)
+        # Raised after the block so a reuse-triggered family revocation is committed, not rolled back.
+        raise rejection
+
+    async def me(self, user_id: str, auth_method: str) -> Profile:
+        async with self._sessions.begin() as session:
+            user = await store.get_user(session, user_id)
+            if user is None:
+                raise unauthorized("The user of this token no longer exists")
+            return Profile(
+                id=user.id,
+                username=user.username,
+                is_guest=user.is_guest,
+                created_at=user.created_at,
+                auth_method=auth_method,
+            )
+
+    async def _rejection(self, session: AsyncSession, token_hash: str, now: datetime) -> ApiError:
+        """Why a refresh token could not be spent; revokes its family if it was already spent."""
+        token = await store.find_refresh_token(session, token_hash)
+        if token is None:
+            return unauthorized("Invalid refresh token")
+        if token.used_at is not None:
+            await store.revoke_family(session, token.family_id, now)
+            return unauthorized(
+                "Refresh token was already used; every token from this login has been revoked, log in again"
+            )
+        if token.revoked_at is not None:
+            return unauthorized("Refresh token has been revoked, log in again")
+        return unauthorized("Refresh token has expired, log in again")
+
+    async def _issue_refresh_token(
+        self, session: AsyncSession, user_id: str, family_id: str, *, now: datetime
+    ) -> str:
+        token = REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        await store.add_refresh_token(
+            session,
+            token_hash=hash_refresh_token(token),
+            family_id=family_id,
+            user_id=user_id,
+            expires_at=now + timedelta(seconds=self._settings.refresh_token_ttl_seconds),
+        )
+        return token
+
+    def _pair(self, user: store.User, refresh_token: str) -> TokenPair:
+        return TokenPair(
+            user_id=user.id,
+            username=user.username,
+            access_token=self._tokens.mint_access_token(user.id, user.username, user.is_guest),
+            refresh_token=refresh_token,
+            expires_in=self._settings.access_token_ttl_seconds,
+        )

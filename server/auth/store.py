@@ -1,0 +1,98 @@
+"""Auth tables and the queries on them. Every function works inside the caller's session and transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, CursorResult, ForeignKey, String, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from server.core.db import Base, UtcDateTime, utcnow
+from server.core.ids import new_id
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("user"))
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    is_guest: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RefreshToken(Base):
+    """One opaque refresh token. Only its SHA-256 is stored, so a database leak yields no usable tokens.
+
+    Tokens rotated from the same login share a `family_id`, which is what reuse detection revokes.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("rtok"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    # Joined so a refresh gets the user's claims in the same query (async sessions can't lazy-load).
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+async def create_user(session: AsyncSession, *, username: str, is_guest: bool) -> User:
+    user = User(username=username, is_guest=is_guest)
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def add_refresh_token(
+    session: AsyncSession, *, token_hash: str, family_id: str, user_id: str, expires_at: datetime
+) -> RefreshToken:
+    token = RefreshToken(token_hash=token_hash, family_id=family_id, user_id=user_id, expires_at=expires_at)
+    session.add(token)
+    await session.flush()
+    return token
+
+
+async def find_refresh_token(session: AsyncSession, token_hash: str) -> RefreshToken | None:
+    return await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash))
+
+
+async def spend_refresh_token(session: AsyncSession, token_hash: str, now: datetime) -> RefreshToken | None:
+    """Marks a live token used and returns it (user loaded); None if it is unknown, spent, revoked or expired.
+
+    One conditional UPDATE decides: of two concurrent spenders exactly one sees rowcount 1.
+    """
+    statement = (
+        update(RefreshToken)
+        .where(
+            RefreshToken.token_hash == token_hash,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    result: CursorResult[tuple[()]] = await session.execute(statement)  # type: ignore[assignment]
+    if result.rowcount != 1:
+        return None
+    return (await session.scalars(select(RefreshToken).where(RefreshToken.token_hash == token_hash))).one()
+
+
+async def revoke_family(session: AsyncSession, family_id: str, now: datetime) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,419 @@
+"""Embedded CPU inference with llama-cpp-python: a pool of `Llama` instances, each serving one request at a
+time.
+
+All llama.cpp work (loading, tokenizing, prefill, decoding) runs in worker threads; ctypes releases the GIL,
+so instances generate in parallel while the event loop only moves finished text deltas. A worker thread
+streams deltas into the request's asyncio.Queue with one `call_soon_threadsafe` per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import llama_cpp
+import numpy as np
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
+
+from server.core.config import ModelSettings
+from server.core.errors import invalid_request, server_busy, shutting_down, unavailable
+from server.llm.backends.base import (
+    BackendInfo,
+    ChatMessage,
+    Finish,
+    GenerationEvent,
+    InferenceBackend,
+    SamplingParams,
+    TextDelta,
+)
+from server.llm.backends.prompt import ChatTemplate, ChatTemplateError, StopStringFilter
+
+# Prompt tokens evaluated between two cancellation checks: about 0.4 s on one core for SmolLM2-135M, and no
+# slower overall than llama.cpp's default 512-token batches.
+PREFILL_CHUNK_TOKENS = 64
+
+# Tail trimming before temperature sampling: llama.cpp's defaults, also used by llama-cpp-python and its
+# server. OpenAI exposes only temperature and top_p; these keep a small model from sampling junk at 1.0.
+TOP_K = 40
+MIN_P = 0.05
+
+# llama.cpp reads this seed value as "pick a random seed".
+_RANDOM_SEED = llama_cpp.LLAMA_DEFAULT_SEED
+
+# Process-wide, across backends: two `Llama` constructors running at once sometimes end the process silently
+# (seen here with llama-cpp-python 0.3.36), so models load and unload one at a time.
+_LOAD_LOCK = threading.Lock()
+
+
+class _GrammarCache:
+    """Grammars for constrained decoding, compiled once per JSON schema and checked by llama.cpp's own
+    parser: sampling with a grammar llama.cpp failed to parse segfaults the process. Thread-safe."""
+
+    MAX_SCHEMAS = 128
+
+    def __init__(self, vocab: llama_cpp.llama_vocab_p) -> None:
+        self._vocab = vocab
+        self._by_schema: dict[str, LlamaGrammar] = {}
+        self.json_object = self._compile(JSON_GBNF)
+
+    def for_params(self, params: SamplingParams) -> LlamaGrammar | None:
+        if params.json_schema is None:
+            return self.json_object if params.json_object else None
+        # Key order matters (it fixes the order of the generated properties): the key is the schema as sent.
+        key = json.dumps(params.json_schema)
+        grammar = self._by_schema.get(key)
+        if grammar is None:
+            try:
+                gbnf = json_schema_to_gbnf(key)
+            except Exception as error:  # the converter raises assorted types for schemas it cannot express
+                raise invalid_request(f"Unsupported JSON schema: {error}", param="response_format") from error
+            grammar = self._compile(gbnf)
+            if len(self._by_schema) >= self.MAX_SCHEMAS:
+                self._by_schema.clear()
+            self._by_schema[key] = grammar
+        return grammar
+
+    def _compile(self, gbnf: str) -> LlamaGrammar:
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
+        if not sampler:
+            raise invalid_request(
+                "The JSON schema produced a grammar llama.cpp cannot parse", param="response_format"
+            )
+        llama_cpp.llama_sampler_free(sampler)
+        return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+@dataclass
+class _Instance:
+    """One `Llama` and the single thread that ever drives it. OpenMP keeps a thread team per calling thread,
+    and that team spins for a while after each decode: a second caller thread's team would fight it for the
+    cores (measured: 111 → 77 tok/s at n_threads=2 on 2 cores)."""
+
+    llm: llama_cpp.Llama
+    thread: ThreadPoolExecutor
+
+
+class _InstancePool:
+    """Hands idle model instances to requests in arrival order; at most `queue_size` requests may wait."""
+
+    def __init__(self, model_id: str, queue_size: int) -> None:
+        self._model_id = model_id
+        self._queue_size = queue_size
+        self._idle: list[_Instance] = []
+        self._waiters: deque[asyncio.Future[_Instance]] = deque()
+        self._closed = False
+
+    async def acquire(self) -> _Instance:
+        if self._closed:
+            raise shutting_down()
+        if self._idle:
+            return self._idle.pop()
+        if len(self._waiters) >= self._queue_size:
+            raise server_busy(
+                f"The model '{self._model_id}' is busy: all its instances are generating and "
+                f"{self._queue_size} requests are already waiting. Retry shortly."
+            )
+        waiter: asyncio.Future[_Instance] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Handed an instance in the same loop turn as the cancellation: pass it on.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release(waiter.result())
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def release(self, instance: _Instance) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(instance)
+                return
+        self._idle.append(instance)
+
+    def close(self) -> None:
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(shutting_down())
+
+
+@dataclass
+class _Job:
+    """One request, as the worker thread sees it."""
+
+    messages: list[ChatMessage]
+    params: SamplingParams
+    emit: Callable[[TextDelta], object]  # thread-safe: schedules the delta onto the request's queue
+    cancelled: threading.Event  # set when the consumer is gone; checked between tokens and prefill chunks
+
+
+class LlamaCppBackend(InferenceBackend):
+    """`pool_size` instances of one GGUF model, each generating for one request at a time."""
+
+    def __init__(self, settings: ModelSettings, *, created: int) -> None:
+        self.settings = settings
+        self.info = BackendInfo(
+            model_id=settings.id,
+            owned_by=settings.owned_by,
+            created=created,
+            context_size=settings.context_size,
+            extra={"backend": "llamacpp", "pool_size": settings.pool_size, "threads": settings.threads},
+        )
+        self._pool = _InstancePool(settings.id, settings.queue_size)
+        self._instances: list[_Instance] = []
+        self._template: ChatTemplate | None = None
+        self._grammars: _GrammarCache | None = None
+        self._in_flight: dict[Future[None], threading.Event] = {}
+        self._ready = False
+        self._closing = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and not self._closing
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        threads = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.settings.id}-{index}")
+            for index in range(self.settings.pool_size)
+        ]
+        models = await asyncio.gather(*(loop.run_in_executor(thread, self._load_model) for thread in threads))
+        self._instances = [_Instance(llm, thread) for llm, thread in zip(models, threads, strict=True)]
+        first = models[0]
+        self._template = ChatTemplate(
+            first.metadata.get("tokenizer.chat_template"),
+            bos_token=_token_text(first, first.token_bos()),
+            eos_token=_token_text(first, first.token_eos()),
+        )
+        self._grammars = _GrammarCache(llama_cpp.llama_model_get_vocab(first.model))
+        for instance in self._instances:
+            self._pool.release(instance)
+        self._ready = True
+
+    def _load_model(self) -> llama_cpp.Llama:
+        if not os.path.isfile(self.settings.path):
+            raise FileNotFoundError(
+                f"GGUF file of model '{self.settings.id}' not found: {self.settings.path!r}"
+            )
+        with _LOAD_LOCK:
+            return llama_cpp.Llama(
+                model_path=self.settings.path,
+                n_ctx=self.settings.context_size,
+                n_threads=self.settings.threads,
+                n_threads_batch=self.settings.threads,
+                verbose=False,
+            )
+
+    async def close(self) -> None:
+        self._closing = True
+        self._pool.close()
+        for cancelled in self._in_flight.values():
+            cancelled.set()
+        if self._in_flight:
+            # asyncio.wait, not gather: if close() is cancelled, gather would cancel the workers' futures.
+            await asyncio.wait([asyncio.wrap_future(job) for job in self._in_flight])
+        for instance in self._instances:
+            with _LOAD_LOCK:
+                instance.llm.close()
+            instance.thread.shutdown(wait=False)
+        self._instances.clear()
+        self._ready = False
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` under this model's vocabulary (no special tokens). Runs on the caller's thread:
+        tokenizing reads only the vocabulary, so it is safe while that instance generates."""
+        if not self._instances:
+            raise unavailable(f"The model '{self.settings.id}' is not loaded")
+        return len(self._instances[0].llm.tokenize(text.encode(), add_bos=False, special=False))
+
+    async def generate(
+        self, messages: list[ChatMessage], params: SamplingParams
+    ) -> AsyncGenerator[GenerationEvent, None]:
+        """Streams deltas, then one Finish. Waiting for an instance happens on the first iteration, which is
+        where 429 `server_busy` surfaces."""
+        if not self.ready:
+            raise unavailable(f"The model '{self.settings.id}' is not loaded")
+        instance = await self._pool.acquire()
+        if self._closing:
+            self._pool.release(instance)
+            raise shutting_down()
+
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[TextDelta | Finish | BaseException] = asyncio.Queue()
+        cancelled = threading.Event()
+        job = _Job(
+            messages, params, lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta), cancelled
+        )
+        work = instance.thread.submit(self._serve, loop, instance, job, events)
+        self._in_flight[work] = cancelled
+        work.add_done_callback(lambda done: loop.call_soon_threadsafe(self._in_flight.pop, done, None))
+        finished = False
+        try:
+            while True:
+                event = await events.get()
+                # Set before yielding: a consumer may close the generator right after it receives Finish.
+                finished = isinstance(event, Finish | BaseException)
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if finished:
+                    return
+        finally:
+            if not finished:
+                # Closed early or cancelled (client disconnect): stop the worker at its next token or prefill
+                # chunk, and wait until it lets go of the instance so the capacity is free when we return.
+                cancelled.set()
+                while not isinstance(await events.get(), Finish | BaseException):
+                    pass
+
+    def _serve(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        instance: _Instance,
+        job: _Job,
+        events: asyncio.Queue[TextDelta | Finish | BaseException],
+    ) -> None:
+        """Worker thread: runs the job, then returns the instance and delivers the outcome in one loop
+        callback, so a client's next request, sent right after Finish, never finds the instance taken."""
+        outcome: Finish | BaseException
+        try:
+            # None: stopped early. Only close() leaves a consumer to see that; a departed one ignores it.
+            outcome = self._generate_blocking(instance.llm, job) or shutting_down()
+        except BaseException as error:  # delivered to the consumer, which re-raises it
+            outcome = error
+
+        def complete() -> None:
+            self._pool.release(instance)
+            events.put_nowait(outcome)
+
+        loop.call_soon_threadsafe(complete)
+
+    def _generate_blocking(self, llm: llama_cpp.Llama, job: _Job) -> Finish | None:
+        """Runs one request on `llm`; returns None if it was cancelled."""
+        assert self._template is not None and self._grammars is not None
+        params = job.params
+        try:
+            prompt = self._template.render(job.messages)
+        except ChatTemplateError as error:
+            raise invalid_request(str(error), param="messages") from error
+        # Templates emit bos_token themselves when the model wants it; special=True parses control tokens.
+        prompt_tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        context_size = llm.n_ctx()
+        if len(prompt_tokens) >= context_size:
+            raise invalid_request(
+                f"This model's maximum context length is {context_size} tokens, but the messages take "
+                f"{len(prompt_tokens)} tokens. Shorten the messages.",
+                code="context_length_exceeded",
+                param="messages",
+            )
+        grammar = self._grammars.for_params(params)
+        budget = context_size - len(prompt_tokens)
+        if params.max_tokens is not None:
+            budget = min(budget, params.max_tokens)
+        if budget <= 0:
+            return Finish("length", len(prompt_tokens), 0)
+        if not _prefill(llm, prompt_tokens, job.cancelled):
+            return None
+
+        llm.set_seed(params.seed % _RANDOM_SEED if params.seed is not None else _RANDOM_SEED)
+        # The prompt is fully evaluated, so generate() takes its "exact prompt cached" path and samples now.
+        sampled = llm.generate(
+            prompt_tokens,
+            reset=True,
+            temp=max(params.temperature, 0.0),
+            top_p=params.top_p,
+            top_k=TOP_K,
+            min_p=MIN_P,
+            repeat_penalty=1.0,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            grammar=grammar,
+        )
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopStringFilter(params.stop)
+        # completion_tokens counts every sampled token, including the end-of-generation token and a token that
+        # completes a stop string (as vLLM and llama.cpp's server do): each one cost a decode step.
+        completion_tokens = 0
+        finish_reason: Literal["stop", "length"] = "length"
+        for token in sampled:
+            completion_tokens += 1
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                finish_reason = "stop"
+                break
+            # The incremental decoder holds back the first bytes of a character split across tokens.
+            text = stops.push(utf8.decode(_token_bytes(vocab, token)))
+            if text:
+                job.emit(TextDelta(text))
+            if stops.stopped:
+                finish_reason = "stop"
+                break
+            if job.cancelled.is_set():
+                return None
+            if completion_tokens >= budget:
+                break
+        # A character left incomplete by the length cutoff is dropped rather than sent as U+FFFD.
+        tail = stops.flush()
+        if tail:
+            job.emit(TextDelta(tail))
+        return Finish(finish_reason, len(prompt_tokens), completion_tokens)
+
+
+def _prefill(llm: llama_cpp.Llama, prompt_tokens: Sequence[int], cancelled: threading.Event) -> bool:
+    """Evaluates the prompt in short chunks so a cancelled request lets go of the instance quickly.
+
+    Reuses the KV cache for the longest token prefix shared with this instance's previous request (as
+    `Llama.generate` does, but interruptibly). Returns False if cancelled first.
+    """
+    cached = _common_prefix_length(llm.input_ids[: llm.n_tokens], prompt_tokens)
+    # The last prompt token is always evaluated again: sampling needs logits that a live decode produced.
+    reuse = min(cached, len(prompt_tokens) - 1)
+    memory = llama_cpp.llama_get_memory(llm.ctx)
+    if reuse > 0 and llama_cpp.llama_memory_seq_rm(memory, 0, reuse, -1):
+        llm.n_tokens = reuse
+    else:  # nothing shared, or a model whose memory cannot be truncated (recurrent): start over
+        llm.reset()
+        reuse = 0
+    for start in range(reuse, len(prompt_tokens), PREFILL_CHUNK_TOKENS):
+        if cancelled.is_set():
+            return False
+        llm.eval(prompt_tokens[start : start + PREFILL_CHUNK_TOKENS])
+    return True
+
+
+def _common_prefix_length(cached: np.ndarray, tokens: Sequence[int]) -> int:
+    length = min(len(cached), len(tokens))
+    mismatches = np.flatnonzero(cached[:length] != np.asarray(tokens[:length], dtype=cached.dtype))
+    return int(mismatches[0]) if mismatches.size else length
+
+
+def _token_bytes(vocab: llama_cpp.llama_vocab_p, token: int) -> bytes:
+    """The raw bytes of one token (possibly part of a UTF-8 character). Control tokens render as nothing."""
+    buffer = ctypes.create_string_buffer(64)
+    length = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    if length < 0:  # longer than the buffer: -length is the size needed
+        buffer = ctypes.create_string_buffer(-length)
+        length = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    return buffer.raw[:length]
+
+
+def _token_text(llm: llama_cpp.Llama, token: int) -> str:
+    if token < 0:
+        return ""
+    return llama_cpp.llama_vocab_get_text(llama_cpp.llama_model_get_vocab(llm.model), token).decode(
+        errors="replace"
+    )

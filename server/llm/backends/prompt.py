@@ -1,0 +1,137 @@
+"""Text-level helpers any backend that generates from a raw prompt can share: chat-template rendering and
+stop-string matching."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from server.llm.backends.base import ChatMessage
+
+# Used when a model ships no template: ChatML, the most common format among small instruct models.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ChatTemplateError(ValueError):
+    """The template rejected the conversation (e.g. roles that do not alternate): the client's fault."""
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """HF templates may wrap assistant turns in `{% generation %}…{% endgeneration %}`: render the body."""
+
+    tags = {"generation"}  # noqa: RUF012 - jinja2's Extension API declares this as a class attribute
+
+    def parse(self, parser: Any) -> Any:
+        parser.stream.skip(1)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    # Same as HF transformers' `tojson`: templates expect non-ASCII kept as is.
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _raise_exception(message: str) -> None:
+    raise ChatTemplateError(message)
+
+
+class ChatTemplate:
+    """A model's Jinja chat template (HF `chat_template`, GGUF `tokenizer.chat_template`), rendered in a
+    sandbox set up like HF transformers' and llama-cpp-python's, so prompts match theirs token for token."""
+
+    def __init__(self, template: str | None, *, bos_token: str, eos_token: str) -> None:
+        environment = ImmutableSandboxedEnvironment(
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=[_GenerationTag, jinja2.ext.loopcontrols],
+        )
+        environment.filters["tojson"] = _tojson
+        self._template = environment.from_string(template or CHATML_TEMPLATE)
+        self._bos_token = bos_token
+        self._eos_token = eos_token
+
+    def render(self, messages: list[ChatMessage]) -> str:
+        """The prompt text, ending with the assistant turn's opening. Jinja templates are safe to render from
+        several threads at once."""
+        try:
+            return self._template.render(
+                messages=[_message_dict(message) for message in messages],
+                bos_token=self._bos_token,
+                eos_token=self._eos_token,
+                add_generation_prompt=True,
+                raise_exception=_raise_exception,
+                strftime_now=lambda fmt: datetime.now().strftime(fmt),
+            )
+        except jinja2.TemplateError as error:
+            raise ChatTemplateError(f"The model's chat template failed: {error}") from error
+
+
+def _message_dict(message: ChatMessage) -> dict[str, str]:
+    # Templates read `name` / `tool_call_id` when present (tool results); omit them when unset so that
+    # `message.name is defined` checks behave.
+    rendered = {"role": message.role, "content": message.content}
+    if message.name is not None:
+        rendered["name"] = message.name
+    if message.tool_call_id is not None:
+        rendered["tool_call_id"] = message.tool_call_id
+    return rendered
+
+
+class StopStringFilter:
+    """Cuts a stream of text at the first stop string, never letting any part of a stop string out.
+
+    Text that could be the start of a stop string is held back until the next chunk proves it is not.
+    """
+
+    def __init__(self, stop: tuple[str, ...]) -> None:
+        self._stop = tuple(s for s in stop if s)
+        self._held = ""
+        self.stopped = False
+
+    def push(self, text: str) -> str:
+        """Adds generated text; returns what is now safe to emit. After a stop string, `stopped` is True and
+        everything from the stop string on is discarded."""
+        if not self._stop:
+            return text
+        buffer = self._held + text
+        cut = min((i for i in (buffer.find(s) for s in self._stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return buffer[:cut]
+        hold = self._longest_partial_stop(buffer)
+        self._held = buffer[len(buffer) - hold :]
+        return buffer[: len(buffer) - hold]
+
+    def flush(self) -> str:
+        """The held-back tail when generation ends without completing a stop string."""
+        held, self._held = self._held, ""
+        return held
+
+    def _longest_partial_stop(self, buffer: str) -> int:
+        """Length of the longest suffix of `buffer` that is a proper prefix of some stop string."""
+        longest = 0
+        for stop in self._stop:
+            for length in range(min(len(stop) - 1, len(buffer)), longest, -1):
+                if buffer.endswith(stop[:length]):
+                    longest = length
+                    break
+        return longest

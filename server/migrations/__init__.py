@@ -1,0 +1,1 @@
+"""Alembic migrations, run by server.core.migrate (no alembic.ini)."""

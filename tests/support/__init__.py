@@ -1,0 +1,1 @@
+"""Real services the tests start themselves: PostgreSQL and the whole Jan Server stack."""
