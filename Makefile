@@ -42,4 +42,4 @@ bench: setup ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
 	$(BIN)/python bench/chat.py
 
 clean:
-	rm -rf $(VENV) server/gen .protodeps tests/e2e/node/node_modules
+	rm -rf $(VENV) server/gen tests/e2e/node/node_modules

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("envoy-config", help="print the rendered Envoy config")
     args = parser.parse_args(argv)
 
+    # We fork only to exec Envoy; gRPC's fork handlers are not needed (and log noise when skipped).
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     settings = Settings()
     configure_logging(settings.log_level)
     ensure_generated()

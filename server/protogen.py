@@ -2,9 +2,9 @@
 
     python -m server.protogen
 
-Outputs (git-ignored, never edited): `server/gen/` (Python modules, importable as `server.gen.jan...`),
-`server/gen/jan.pb` (the descriptor set Envoy's transcoder loads) and `.protodeps/` (the googleapis protos,
-copied from googleapis-common-protos, so `buf lint` works offline).
+Outputs (git-ignored, never edited): `server/gen/` (Python modules, importable as `server.gen.jan...`) and
+`server/gen/jan.pb` (the descriptor set Envoy's transcoder loads). Only `proto/jan/` is compiled to Python: the
+vendored `proto/google/api` files are imported from googleapis-common-protos at run time.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 GEN_DIR = ROOT / "server" / "gen"
 DESCRIPTOR_SET = GEN_DIR / "jan.pb"
-DEPS_DIR = ROOT / ".protodeps"
-GOOGLE_API_PROTOS = ("annotations.proto", "http.proto", "httpbody.proto")
 
 
 def proto_files() -> list[Path]:
-    return sorted(PROTO_DIR.rglob("*.proto"))
+    return sorted((PROTO_DIR / "jan").rglob("*.proto"))
 
 
 def is_stale() -> bool:
@@ -33,16 +31,9 @@ def is_stale() -> bool:
     return any(p.stat().st_mtime > built for p in proto_files())
 
 
-def _googleapis_include() -> Path:
-    import google.api
-
-    return Path(next(iter(google.api.__path__))).parent.parent
-
-
 def generate() -> None:
     from grpc_tools import protoc
 
-    googleapis = _googleapis_include()
     protobuf_include = Path(protoc.__file__).parent / "_proto"
     shutil.rmtree(GEN_DIR, ignore_errors=True)
     GEN_DIR.mkdir(parents=True)
@@ -50,7 +41,6 @@ def generate() -> None:
     args = [
         "protoc",
         f"-I{PROTO_DIR}",
-        f"-I{googleapis}",
         f"-I{protobuf_include}",
         f"--python_out={GEN_DIR}",
         f"--pyi_out={GEN_DIR}",
@@ -63,7 +53,6 @@ def generate() -> None:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     _make_importable(GEN_DIR)
-    _copy_googleapis(googleapis)
 
 
 def _make_importable(gen: Path) -> None:
@@ -76,13 +65,6 @@ def _make_importable(gen: Path) -> None:
         fixed = pattern.sub(lambda m: f"from server.gen.jan{m.group(1) or ''} import", text)
         if fixed != text:
             module.write_text(fixed)
-
-
-def _copy_googleapis(googleapis: Path) -> None:
-    target = DEPS_DIR / "google" / "api"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in GOOGLE_API_PROTOS:
-        shutil.copyfile(googleapis / "google" / "api" / name, target / name)
 
 
 def ensure_generated() -> None:

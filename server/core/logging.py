@@ -10,3 +10,5 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every plugin it loads at INFO; only its warnings matter at startup.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))

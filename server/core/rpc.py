@@ -83,7 +83,9 @@ def unary(
 StreamHandler = Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]
 
 
-def http_body_stream(wrap: Callable[[str, bytes], Resp]) -> Callable[[StreamHandler[Req, Resp]], StreamHandler[Req, Resp]]:
+def http_body_stream(
+    wrap: Callable[[str, bytes], Resp],
+) -> Callable[[StreamHandler[Req, Resp]], StreamHandler[Req, Resp]]:
     """Wraps a server-streaming HttpBody handler; `wrap(content_type, data)` builds one response message."""
 
     def decorate(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:

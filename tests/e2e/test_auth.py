@@ -104,7 +104,8 @@ def _server_key(stack: Stack) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def _forge(stack: Stack, guest: dict[str, str], *, key: object = None, algorithm: str = "ES256", **claims: object) -> str:
+def _forge(stack: Stack, guest: dict[str, str], *, key: object = None, algorithm: str = "ES256",
+           **claims: object) -> str:
     kid = jwt.get_unverified_header(guest["access_token"])["kid"]
     now = int(time.time())
     payload = {"iss": "jan-server", "aud": "jan-api", "sub": guest["user_id"], "iat": now, "exp": now + 300,

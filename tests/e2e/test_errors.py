@@ -7,7 +7,6 @@ import openai
 import pytest
 
 from tests.e2e.conftest import MODEL, assert_error_envelope
-from tests.support.stack import Stack
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 
