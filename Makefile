@@ -5,15 +5,15 @@ BIN := $(VENV)/bin
 # llama-cpp-python builds from source; multimodal (LLaVA) support is not needed and costs build time.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: run test setup gen lint bench clean
+.PHONY: run test setup node gen lint bench clean
 
 run: setup ## Set up and serve on the embedded defaults (Envoy on 127.0.0.1:8000)
 	$(BIN)/jan-server run
 
-test: setup ## Set up and run the whole test suite (starts its own Envoy, PostgreSQL and model)
+test: setup node ## Set up and run the whole test suite (starts its own Envoy, PostgreSQL and model)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: $(VENV)/.installed node gen
+setup: $(VENV)/.installed gen
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,8 @@ $(VENV)/.installed: pyproject.toml
 
 node: tests/e2e/node/node_modules/.installed
 
-tests/e2e/node/node_modules/.installed: tests/e2e/node/package.json
-	cd tests/e2e/node && npm install --no-audit --no-fund
+tests/e2e/node/node_modules/.installed: tests/e2e/node/package.json tests/e2e/node/package-lock.json
+	cd tests/e2e/node && npm ci --no-audit --no-fund
 	touch $@
 
 gen: ## Generate Python stubs and Envoy's descriptor set from proto/
@@ -38,8 +38,8 @@ lint: setup ## buf lint, ruff, mypy
 	$(BIN)/mypy server
 
 bench: setup ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
-	$(BIN)/python bench/gateway.py
-	$(BIN)/python bench/chat.py
+	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.chat
 
 clean:
 	rm -rf $(VENV) server/gen tests/e2e/node/node_modules

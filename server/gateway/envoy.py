@@ -133,7 +133,7 @@ class EnvoyProcess:
         except BaseException:
             await self.stop()
             raise
-        log.info("Envoy (pid %d) is live on %s", self._process.pid, self._settings.public_url)
+        log.debug("Envoy (pid %d) is live on %s", self._process.pid, self._settings.public_url)
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL if Envoy is still there after STOP_TIMEOUT_SECONDS. Safe to call twice."""
