@@ -38,6 +38,7 @@ lint: setup ## buf lint, ruff, mypy
 	$(BIN)/mypy server
 
 bench: setup ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.chat
 

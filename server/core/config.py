@@ -25,6 +25,13 @@ def bundled_smollm2_path() -> str:
     return os.path.join(next(iter(spec.submodule_search_locations)), SMOLLM2_GGUF)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), as llama.cpp's OpenMP counts them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class ModelSettings(BaseModel):
     """One servable model. `JAN_MODELS` is a JSON list of these."""
 
@@ -33,7 +40,11 @@ class ModelSettings(BaseModel):
     path: str = ""
     owned_by: str = "jan"
     context_size: int = Field(2048, ge=128)
-    threads: int = Field(1, ge=1)
+    threads: int = Field(
+        default_factory=usable_cpus,
+        ge=1,
+        description="CPU threads the model's instances share: a lone request uses them all, concurrent ones split them",
+    )
     pool_size: int = Field(2, ge=1, description="model instances that generate in parallel")
     queue_size: int = Field(16, ge=0, description="requests that may wait for a free instance before 429")
 

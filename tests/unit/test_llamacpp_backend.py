@@ -7,16 +7,23 @@ import asyncio
 import codecs
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import llama_cpp
 import pytest
 
-from server.core.config import ModelSettings, bundled_smollm2_path
+from server.core.config import ModelSettings, bundled_smollm2_path, usable_cpus
 from server.core.errors import ApiError
 from server.llm.backends.base import ChatMessage, Finish, GenerationEvent, SamplingParams, TextDelta
-from server.llm.backends.llamacpp import LlamaCppBackend, _token_bytes
+from server.llm.backends.llamacpp import (
+    LlamaCppBackend,
+    _Instance,
+    _thread_caps,
+    _ThreadBudget,
+    _token_bytes,
+)
 from server.llm.backends.prompt import ChatTemplate, StopStringFilter
 
 MODEL_PATH = bundled_smollm2_path()
@@ -289,3 +296,99 @@ async def test_close_stops_in_flight_generation() -> None:
     with pytest.raises(ApiError) as refused:
         await first_delta(backend.generate(STORY, SamplingParams(max_tokens=5)))
     assert refused.value.status == 503
+
+
+@pytest.mark.parametrize(
+    ("budget", "pool_size", "cpus", "caps"),
+    [
+        (2, 2, 2, [2, 1]),  # the default on 2 cores: one instance may take both, the other only one
+        (1, 2, 2, [1, 1]),
+        (2, 1, 2, [2]),
+        (8, 2, 8, [5, 4]),
+        (8, 2, 2, [2, 1]),  # a budget above the CPUs counts as the CPUs
+        (4, 4, 16, [2, 2, 2, 1]),
+    ],
+)
+def test_thread_caps_keep_openmp_helpers_below_the_cpus(
+    budget: int, pool_size: int, cpus: int, caps: list[int]
+) -> None:
+    assert _thread_caps(budget, pool_size, cpus) == caps
+    assert sum(cap - 1 for cap in caps) <= min(budget, cpus) - 1
+
+
+def test_thread_share_follows_active_generations(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(llama_cpp, "llama_set_n_threads", lambda ctx, n, n_batch: calls.append((ctx, n, n_batch)))
+
+    def instance(name: str, cap: int) -> _Instance:
+        return _Instance(0, SimpleNamespace(ctx=name), None, cap, cap)  # type: ignore[arg-type]
+
+    budget = _ThreadBudget(4)
+    first, capped = instance("first", 4), instance("capped", 1)
+    budget.enter()
+    budget.fit(first)
+    assert calls == [] and first.threads == 4  # alone: the whole budget, already set
+    budget.enter()
+    budget.fit(first)
+    budget.fit(first)
+    assert calls == [("first", 2, 2)]  # two generating: half each, set once
+    budget.enter()
+    budget.fit(first)
+    budget.fit(capped)
+    assert calls[-1] == ("first", 1, 1) and capped.threads == 1  # 4 // 3 = 1
+    for _ in range(2):
+        budget.leave()
+    budget.fit(first)
+    budget.fit(capped)
+    assert calls[-1] == ("first", 4, 4) and len(calls) == 3  # back to the whole budget; the cap holds
+    budget.leave()
+    assert budget.active == 0
+
+
+async def read_until(stream: AsyncIterator[GenerationEvent], condition: Callable[[], bool]) -> None:
+    """Reads deltas until `condition` holds: each one is a decode step of the stream's instance."""
+    while not condition():
+        await first_delta(stream)
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="needs 2 CPUs for a 2-thread budget")
+async def test_instances_split_the_thread_budget_while_generating_together() -> None:
+    backend = make_backend(pool_size=2, threads=2)
+    await backend.start()
+    try:
+        primary, secondary = backend._instances
+        assert (primary.max_threads, secondary.max_threads) == (2, 1)
+
+        def n_threads(instance: _Instance) -> int:
+            return int(llama_cpp.llama_n_threads(instance.llm.ctx))
+
+        alone = open_stream(backend, temperature=0)  # runs to the context limit unless closed
+        await first_delta(alone)
+        assert backend._pool._idle == [secondary]  # a lone request gets the instance allowed the most threads
+        assert n_threads(primary) == 2 and backend._budget.active == 1
+
+        second = open_stream(backend, temperature=0)
+        await first_delta(second)
+        assert backend._budget.active == 2
+        await read_until(alone, lambda: primary.threads == 1)  # from its next token on
+        assert n_threads(primary) == 1 and n_threads(secondary) == 1
+
+        await second.aclose()
+        await read_until(alone, lambda: primary.threads == 2)
+        assert n_threads(primary) == 2
+        await alone.aclose()
+        assert backend._budget.active == 0
+
+        # Released primary first, secondary last: the next lone request still gets the primary.
+        both = [open_stream(backend, max_tokens=100, temperature=0) for _ in range(2)]
+        for stream in both:
+            await first_delta(stream)
+        for stream in both:
+            await stream.aclose()
+        assert backend._pool._idle == [primary, secondary]
+        third = open_stream(backend, temperature=0)
+        await first_delta(third)
+        assert backend._pool._idle == [secondary]
+        await third.aclose()
+    finally:
+        await backend.close()

@@ -4,6 +4,10 @@ time.
 All llama.cpp work (loading, tokenizing, prefill, decoding) runs in worker threads; ctypes releases the GIL,
 so instances generate in parallel while the event loop only moves finished text deltas. A worker thread
 streams deltas into the request's asyncio.Queue with one `call_soon_threadsafe` per token.
+
+The instances share one CPU budget, `ModelSettings.threads`: before every prefill chunk and every decode step an
+instance takes `threads // (instances generating now)` threads (at least 1, at most its cap, see `_thread_caps`).
+A lone stream gets the whole budget; concurrent streams split it, so the cores are never oversubscribed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
 
-from server.core.config import ModelSettings
+from server.core.config import ModelSettings, usable_cpus
 from server.core.errors import invalid_request, server_busy, shutting_down, unavailable
 from server.llm.backends.base import (
     BackendInfo,
@@ -94,12 +98,65 @@ class _GrammarCache:
 
 @dataclass
 class _Instance:
-    """One `Llama` and the single thread that ever drives it. OpenMP keeps a thread team per calling thread,
-    and that team spins for a while after each decode: a second caller thread's team would fight it for the
-    cores (measured: 111 → 77 tok/s at n_threads=2 on 2 cores)."""
+    """One `Llama` and the single thread that ever drives it. OpenMP keeps a thread team per calling thread:
+    a second caller thread's team would push the process over libgomp's thread count and slow every decode
+    (measured: 111 → 77 tok/s at n_threads=2 on 2 cores; see _thread_caps)."""
 
+    index: int  # lower indexes have higher caps and are handed out first
     llm: llama_cpp.Llama
     thread: ThreadPoolExecutor
+    max_threads: int  # its cap: see _thread_caps
+    threads: int  # what llama.cpp is set to use for this instance's next decode
+
+
+def _thread_caps(budget: int, pool_size: int, cpus: int) -> list[int]:
+    """The most threads each instance may ever use.
+
+    libgomp (llama.cpp's OpenMP) keeps each calling thread's team for good. Once a process holds more OpenMP
+    threads than CPUs (the process's first thread plus every team's helpers), every barrier, and ggml has one
+    after each op, spins ~100 times instead of ~300,000 before sleeping in the kernel: decoding on 2 cores fell
+    from 125 to 80 tok/s once both instances had ever used 2 threads. So the caps add up to at most
+    min(budget, cpus) - 1 helper threads, dealt round-robin from the first instance: with 2 cores and 2 instances,
+    instance 0 may use 2 threads and instance 1 only 1.
+    """
+    caps = [1] * pool_size
+    for helper in range(max(0, min(budget, cpus) - 1)):
+        caps[helper % pool_size] += 1
+    return caps
+
+
+class _ThreadBudget:
+    """`total` CPU threads shared by the instances that are generating. Thread-safe."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._active = 0
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> int:
+        """Instances generating (prefill or decode) right now."""
+        return self._active
+
+    def enter(self) -> None:
+        with self._lock:
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def share(self, instance: _Instance) -> int:
+        """Threads for this generating instance now: an equal share of the budget, within [1, its cap]."""
+        return max(1, min(instance.max_threads, self.total // max(1, self._active)))
+
+    def fit(self, instance: _Instance) -> None:
+        """Called by the instance's worker thread before each llama.cpp step; a no-op unless its share moved.
+        A lowered count takes effect at the instance's next token (within ~10 ms)."""
+        threads = self.share(instance)
+        if threads != instance.threads:
+            llama_cpp.llama_set_n_threads(instance.llm.ctx, threads, threads)
+            instance.threads = threads
 
 
 class _InstancePool:
@@ -116,7 +173,11 @@ class _InstancePool:
         if self._closed:
             raise shutting_down()
         if self._idle:
-            return self._idle.pop()
+            # The idle instance with the highest thread cap: a lone request gets the most threads (and, as
+            # requests mostly come one at a time, the same instance, whose KV cache holds the last prompt).
+            instance = min(self._idle, key=lambda idle: idle.index)
+            self._idle.remove(instance)
+            return instance
         if len(self._waiters) >= self._queue_size:
             raise server_busy(
                 f"The model '{self._model_id}' is busy: all its instances are generating and "
@@ -162,7 +223,8 @@ class _Job:
 
 
 class LlamaCppBackend(InferenceBackend):
-    """`pool_size` instances of one GGUF model, each generating for one request at a time."""
+    """`pool_size` instances of one GGUF model, each generating for one request at a time; the instances
+    generating at any moment share `threads` CPU threads."""
 
     def __init__(self, settings: ModelSettings, *, created: int) -> None:
         self.settings = settings
@@ -174,6 +236,7 @@ class LlamaCppBackend(InferenceBackend):
             extra={"backend": "llamacpp", "pool_size": settings.pool_size, "threads": settings.threads},
         )
         self._pool = _InstancePool(settings.id, settings.queue_size)
+        self._budget = _ThreadBudget(settings.threads)
         self._instances: list[_Instance] = []
         self._template: ChatTemplate | None = None
         self._grammars: _GrammarCache | None = None
@@ -191,8 +254,14 @@ class LlamaCppBackend(InferenceBackend):
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.settings.id}-{index}")
             for index in range(self.settings.pool_size)
         ]
-        models = await asyncio.gather(*(loop.run_in_executor(thread, self._load_model) for thread in threads))
-        self._instances = [_Instance(llm, thread) for llm, thread in zip(models, threads, strict=True)]
+        caps = _thread_caps(self.settings.threads, self.settings.pool_size, usable_cpus())
+        models = await asyncio.gather(
+            *(loop.run_in_executor(thread, self._load_model, cap) for thread, cap in zip(threads, caps, strict=True))
+        )
+        self._instances = [
+            _Instance(index, llm, thread, cap, cap)
+            for index, (llm, thread, cap) in enumerate(zip(models, threads, caps, strict=True))
+        ]
         first = models[0]
         self._template = ChatTemplate(
             first.metadata.get("tokenizer.chat_template"),
@@ -204,7 +273,7 @@ class LlamaCppBackend(InferenceBackend):
             self._pool.release(instance)
         self._ready = True
 
-    def _load_model(self) -> llama_cpp.Llama:
+    def _load_model(self, threads: int) -> llama_cpp.Llama:
         if not os.path.isfile(self.settings.path):
             raise FileNotFoundError(
                 f"GGUF file of model '{self.settings.id}' not found: {self.settings.path!r}"
@@ -213,8 +282,8 @@ class LlamaCppBackend(InferenceBackend):
             return llama_cpp.Llama(
                 model_path=self.settings.path,
                 n_ctx=self.settings.context_size,
-                n_threads=self.settings.threads,
-                n_threads_batch=self.settings.threads,
+                n_threads=threads,
+                n_threads_batch=threads,
                 verbose=False,
             )
 
@@ -290,11 +359,14 @@ class LlamaCppBackend(InferenceBackend):
         """Worker thread: runs the job, then returns the instance and delivers the outcome in one loop
         callback, so a client's next request, sent right after Finish, never finds the instance taken."""
         outcome: Finish | BaseException
+        self._budget.enter()
         try:
             # None: stopped early. Only close() leaves a consumer to see that; a departed one ignores it.
-            outcome = self._generate_blocking(instance.llm, job) or shutting_down()
+            outcome = self._generate_blocking(instance, job) or shutting_down()
         except BaseException as error:  # delivered to the consumer, which re-raises it
             outcome = error
+        finally:
+            self._budget.leave()
 
         def complete() -> None:
             self._pool.release(instance)
@@ -302,9 +374,10 @@ class LlamaCppBackend(InferenceBackend):
 
         loop.call_soon_threadsafe(complete)
 
-    def _generate_blocking(self, llm: llama_cpp.Llama, job: _Job) -> Finish | None:
-        """Runs one request on `llm`; returns None if it was cancelled."""
+    def _generate_blocking(self, instance: _Instance, job: _Job) -> Finish | None:
+        """Runs one request on `instance`; returns None if it was cancelled."""
         assert self._template is not None and self._grammars is not None
+        llm = instance.llm
         params = job.params
         try:
             prompt = self._template.render(job.messages)
@@ -326,7 +399,7 @@ class LlamaCppBackend(InferenceBackend):
             budget = min(budget, params.max_tokens)
         if budget <= 0:
             return Finish("length", len(prompt_tokens), 0)
-        if not _prefill(llm, prompt_tokens, job.cancelled):
+        if not _prefill(llm, prompt_tokens, job.cancelled, lambda: self._budget.fit(instance)):
             return None
 
         llm.set_seed(params.seed % _RANDOM_SEED if params.seed is not None else _RANDOM_SEED)
@@ -366,6 +439,8 @@ class LlamaCppBackend(InferenceBackend):
                 return None
             if completion_tokens >= budget:
                 break
+            # The generator decodes this token when asked for the next one: size that step.
+            self._budget.fit(instance)
         # A character left incomplete by the length cutoff is dropped rather than sent as U+FFFD.
         tail = stops.flush()
         if tail:
@@ -373,7 +448,12 @@ class LlamaCppBackend(InferenceBackend):
         return Finish(finish_reason, len(prompt_tokens), completion_tokens)
 
 
-def _prefill(llm: llama_cpp.Llama, prompt_tokens: Sequence[int], cancelled: threading.Event) -> bool:
+def _prefill(
+    llm: llama_cpp.Llama,
+    prompt_tokens: Sequence[int],
+    cancelled: threading.Event,
+    before_step: Callable[[], object],
+) -> bool:
     """Evaluates the prompt in short chunks so a cancelled request lets go of the instance quickly.
 
     Reuses the KV cache for the longest token prefix shared with this instance's previous request (as
@@ -391,6 +471,7 @@ def _prefill(llm: llama_cpp.Llama, prompt_tokens: Sequence[int], cancelled: thre
     for start in range(reuse, len(prompt_tokens), PREFILL_CHUNK_TOKENS):
         if cancelled.is_set():
             return False
+        before_step()
         llm.eval(prompt_tokens[start : start + PREFILL_CHUNK_TOKENS])
     return True
 

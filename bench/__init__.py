@@ -1,0 +1,159 @@
+"""Benchmarks, run from the repository root: `python -m bench.gateway`, `python -m bench.chat` (bench/README.md).
+
+Shared helpers: the whole stack as a subprocess (the same launcher the e2e tests use), guest login, the memory of
+a process tree, percentiles and table printing. Nothing here writes into the repository.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.stack import Stack, make_stack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def running_stack(**settings: str):  # type: ignore[no-untyped-def]
+    """The whole Jan Server (gRPC services + Envoy) in a subprocess; stopped (SIGTERM, by PID) on exit."""
+    stack = make_stack(**settings)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def guest_token(stack: Stack) -> str:
+    """A fresh access token (valid 5 minutes) from POST /llm/auth/guest-login."""
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("POST", "/llm/auth/guest-login", body=b"", headers={"Content-Length": "0"})
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 201:
+            raise RuntimeError(f"guest login failed: {response.status} {body!r}")
+        return str(json.loads(body)["access_token"])
+    finally:
+        connection.close()
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def _status_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory(pid: int) -> list[tuple[str, int, int]]:
+    """(command name, RSS MiB, PSS MiB) for each process of the tree rooted at pid."""
+    rows = []
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/comm") as comm:
+                name = comm.read().strip()
+            rows.append((name, _status_kib(member, "VmRSS") // 1024, _pss_kib(member) // 1024))
+        except OSError:
+            continue
+    return rows
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (fraction in 0..1)."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    index = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def median(samples: Sequence[float]) -> float:
+    return statistics.median(samples) if samples else float("nan")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A Markdown table, so the output can be pasted into docs/benchmarks.md as is."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(header), *(len(row[i]) for row in cells)) for i, header in enumerate(headers)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+def machine_line() -> str:
+    """CPU model, core count, RAM, Python and the load average when the run started."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as meminfo:
+            ram_gib = int(meminfo.readline().split()[1]) / 1024 / 1024
+    except OSError:
+        ram_gib = 0.0
+    load = os.getloadavg()[0]
+    return (
+        f"{model}, {os.cpu_count()} cores, {ram_gib:.0f} GiB RAM, Python {platform.python_version()}, "
+        f"git {git_revision()}, load average {load:.2f} at start, {time.strftime('%Y-%m-%d %H:%M')}"
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def git_revision() -> str:
+    """The commit benchmarked, marked `+dirty` when the work tree has changes."""
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return revision + ("+dirty" if dirty.strip() else "")
