@@ -17,13 +17,8 @@ import pytest
 from server.core.config import ModelSettings, bundled_smollm2_path, usable_cpus
 from server.core.errors import ApiError
 from server.llm.backends.base import ChatMessage, Finish, GenerationEvent, SamplingParams, TextDelta
-from server.llm.backends.llamacpp import (
-    LlamaCppBackend,
-    _Instance,
-    _thread_caps,
-    _ThreadBudget,
-    _token_bytes,
-)
+from server.llm.backends.llamacpp import LlamaCppBackend, _token_bytes
+from server.llm.backends.llamacpp_pool import Instance, ThreadBudget, thread_caps
 from server.llm.backends.prompt import ChatTemplate, StopStringFilter
 
 MODEL_PATH = bundled_smollm2_path()
@@ -312,7 +307,7 @@ async def test_close_stops_in_flight_generation() -> None:
 def test_thread_caps_keep_openmp_helpers_below_the_cpus(
     budget: int, pool_size: int, cpus: int, caps: list[int]
 ) -> None:
-    assert _thread_caps(budget, pool_size, cpus) == caps
+    assert thread_caps(budget, pool_size, cpus) == caps
     assert sum(cap - 1 for cap in caps) <= min(budget, cpus) - 1
 
 
@@ -320,10 +315,10 @@ def test_thread_share_follows_active_generations(monkeypatch: pytest.MonkeyPatch
     calls: list[tuple[str, int, int]] = []
     monkeypatch.setattr(llama_cpp, "llama_set_n_threads", lambda ctx, n, n_batch: calls.append((ctx, n, n_batch)))
 
-    def instance(name: str, cap: int) -> _Instance:
-        return _Instance(0, SimpleNamespace(ctx=name), None, cap, cap)  # type: ignore[arg-type]
+    def instance(name: str, cap: int) -> Instance:
+        return Instance(0, SimpleNamespace(ctx=name), None, cap, cap)  # type: ignore[arg-type]
 
-    budget = _ThreadBudget(4)
+    budget = ThreadBudget(4)
     first, capped = instance("first", 4), instance("capped", 1)
     budget.enter()
     budget.fit(first)
@@ -359,7 +354,7 @@ async def test_instances_split_the_thread_budget_while_generating_together() -> 
         primary, secondary = backend._instances
         assert (primary.max_threads, secondary.max_threads) == (2, 1)
 
-        def n_threads(instance: _Instance) -> int:
+        def n_threads(instance: Instance) -> int:
             return int(llama_cpp.llama_n_threads(instance.llm.ctx))
 
         alone = open_stream(backend, temperature=0)  # runs to the context limit unless closed

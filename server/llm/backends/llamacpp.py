@@ -6,7 +6,7 @@ so instances generate in parallel while the event loop only moves finished text 
 streams deltas into the request's asyncio.Queue with one `call_soon_threadsafe` per token.
 
 The instances share one CPU budget, `ModelSettings.threads`: before every prefill chunk and every decode step an
-instance takes `threads // (instances generating now)` threads (at least 1, at most its cap, see `_thread_caps`).
+instance takes `threads // (instances generating now)` threads (at least 1, at most its cap, see `thread_caps`).
 A lone stream gets the whole budget; concurrent streams split it, so the cores are never oversubscribed.
 """
 
@@ -18,7 +18,6 @@ import ctypes
 import json
 import os
 import threading
-from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
 
 from server.core.config import ModelSettings, usable_cpus
-from server.core.errors import invalid_request, server_busy, shutting_down, unavailable
+from server.core.errors import invalid_request, shutting_down, unavailable
 from server.llm.backends.base import (
     BackendInfo,
     ChatMessage,
@@ -39,6 +38,7 @@ from server.llm.backends.base import (
     SamplingParams,
     TextDelta,
 )
+from server.llm.backends.llamacpp_pool import Instance, InstancePool, ThreadBudget, thread_caps
 from server.llm.backends.prompt import ChatTemplate, ChatTemplateError, StopStringFilter
 
 # Prompt tokens evaluated between two cancellation checks: about 0.4 s on one core for SmolLM2-135M, and no
@@ -97,122 +97,6 @@ class _GrammarCache:
 
 
 @dataclass
-class _Instance:
-    """One `Llama` and the single thread that ever drives it. OpenMP keeps a thread team per calling thread:
-    a second caller thread's team would push the process over libgomp's thread count and slow every decode
-    (measured: 111 → 77 tok/s at n_threads=2 on 2 cores; see _thread_caps)."""
-
-    index: int  # lower indexes have higher caps and are handed out first
-    llm: llama_cpp.Llama
-    thread: ThreadPoolExecutor
-    max_threads: int  # its cap: see _thread_caps
-    threads: int  # what llama.cpp is set to use for this instance's next decode
-
-
-def _thread_caps(budget: int, pool_size: int, cpus: int) -> list[int]:
-    """The most threads each instance may ever use.
-
-    libgomp (llama.cpp's OpenMP) keeps each calling thread's team for good. Once a process holds more OpenMP
-    threads than CPUs (the process's first thread plus every team's helpers), every barrier, and ggml has one
-    after each op, spins ~100 times instead of ~300,000 before sleeping in the kernel: decoding on 2 cores fell
-    from 125 to 80 tok/s once both instances had ever used 2 threads. So the caps add up to at most
-    min(budget, cpus) - 1 helper threads, dealt round-robin from the first instance: with 2 cores and 2 instances,
-    instance 0 may use 2 threads and instance 1 only 1.
-    """
-    caps = [1] * pool_size
-    for helper in range(max(0, min(budget, cpus) - 1)):
-        caps[helper % pool_size] += 1
-    return caps
-
-
-class _ThreadBudget:
-    """`total` CPU threads shared by the instances that are generating. Thread-safe."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._active = 0
-        self._lock = threading.Lock()
-
-    @property
-    def active(self) -> int:
-        """Instances generating (prefill or decode) right now."""
-        return self._active
-
-    def enter(self) -> None:
-        with self._lock:
-            self._active += 1
-
-    def leave(self) -> None:
-        with self._lock:
-            self._active -= 1
-
-    def share(self, instance: _Instance) -> int:
-        """Threads for this generating instance now: an equal share of the budget, within [1, its cap]."""
-        return max(1, min(instance.max_threads, self.total // max(1, self._active)))
-
-    def fit(self, instance: _Instance) -> None:
-        """Called by the instance's worker thread before each llama.cpp step; a no-op unless its share moved.
-        A lowered count takes effect at the instance's next token (within ~10 ms)."""
-        threads = self.share(instance)
-        if threads != instance.threads:
-            llama_cpp.llama_set_n_threads(instance.llm.ctx, threads, threads)
-            instance.threads = threads
-
-
-class _InstancePool:
-    """Hands idle model instances to requests in arrival order; at most `queue_size` requests may wait."""
-
-    def __init__(self, model_id: str, queue_size: int) -> None:
-        self._model_id = model_id
-        self._queue_size = queue_size
-        self._idle: list[_Instance] = []
-        self._waiters: deque[asyncio.Future[_Instance]] = deque()
-        self._closed = False
-
-    async def acquire(self) -> _Instance:
-        if self._closed:
-            raise shutting_down()
-        if self._idle:
-            # The idle instance with the highest thread cap: a lone request gets the most threads (and, as
-            # requests mostly come one at a time, the same instance, whose KV cache holds the last prompt).
-            instance = min(self._idle, key=lambda idle: idle.index)
-            self._idle.remove(instance)
-            return instance
-        if len(self._waiters) >= self._queue_size:
-            raise server_busy(
-                f"The model '{self._model_id}' is busy: all its instances are generating and "
-                f"{self._queue_size} requests are already waiting. Retry shortly."
-            )
-        waiter: asyncio.Future[_Instance] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            # Handed an instance in the same loop turn as the cancellation: pass it on.
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release(waiter.result())
-            raise
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-
-    def release(self, instance: _Instance) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(instance)
-                return
-        self._idle.append(instance)
-
-    def close(self) -> None:
-        self._closed = True
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(shutting_down())
-
-
-@dataclass
 class _Job:
     """One request, as the worker thread sees it."""
 
@@ -235,9 +119,9 @@ class LlamaCppBackend(InferenceBackend):
             context_size=settings.context_size,
             extra={"backend": "llamacpp", "pool_size": settings.pool_size, "threads": settings.threads},
         )
-        self._pool = _InstancePool(settings.id, settings.queue_size)
-        self._budget = _ThreadBudget(settings.threads)
-        self._instances: list[_Instance] = []
+        self._pool = InstancePool(settings.id, settings.queue_size)
+        self._budget = ThreadBudget(settings.threads)
+        self._instances: list[Instance] = []
         self._template: ChatTemplate | None = None
         self._grammars: _GrammarCache | None = None
         self._in_flight: dict[Future[None], threading.Event] = {}
@@ -254,12 +138,12 @@ class LlamaCppBackend(InferenceBackend):
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.settings.id}-{index}")
             for index in range(self.settings.pool_size)
         ]
-        caps = _thread_caps(self.settings.threads, self.settings.pool_size, usable_cpus())
+        caps = thread_caps(self.settings.threads, self.settings.pool_size, usable_cpus())
         models = await asyncio.gather(
             *(loop.run_in_executor(thread, self._load_model, cap) for thread, cap in zip(threads, caps, strict=True))
         )
         self._instances = [
-            _Instance(index, llm, thread, cap, cap)
+            Instance(index, llm, thread, cap, cap)
             for index, (llm, thread, cap) in enumerate(zip(models, threads, caps, strict=True))
         ]
         first = models[0]
@@ -352,7 +236,7 @@ class LlamaCppBackend(InferenceBackend):
     def _serve(
         self,
         loop: asyncio.AbstractEventLoop,
-        instance: _Instance,
+        instance: Instance,
         job: _Job,
         events: asyncio.Queue[TextDelta | Finish | BaseException],
     ) -> None:
@@ -374,7 +258,7 @@ class LlamaCppBackend(InferenceBackend):
 
         loop.call_soon_threadsafe(complete)
 
-    def _generate_blocking(self, instance: _Instance, job: _Job) -> Finish | None:
+    def _generate_blocking(self, instance: Instance, job: _Job) -> Finish | None:
         """Runs one request on `instance`; returns None if it was cancelled."""
         assert self._template is not None and self._grammars is not None
         llm = instance.llm
