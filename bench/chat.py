@@ -31,14 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +68,9 @@ OUR_MODEL = "smollm2-135m-instruct"
 TARGET_VS_INPROCESS = 0.95
 TARGET_VS_PEER_SINGLE = 1.4
 TARGET_VS_PEER_CONCURRENT = 1.6
+CLIENT_LABELS = {"sdk": "openai SDK", "lean": "lean client"}
 WARMUP = 2  # requests per side before measuring
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)")  # on the lower-cased head
 
 
 @dataclass
@@ -90,6 +95,8 @@ class Stream:
 @dataclass
 class Side:
     name: str
+    server: str = ""  # "ours", "inprocess" or "peer"
+    client: str = ""  # "sdk", "lean" or "" (in-process: no client)
     single: list[Stream] = field(default_factory=list)
     rounds: list[list[Stream]] = field(default_factory=list)
     memory: str = ""
@@ -114,6 +121,29 @@ class _Counter:
         with self._lock:
             self._value += 1
             return self._value
+
+
+def run_concurrently(stream: Callable[[], Stream], streams: int) -> list[Stream]:
+    """`streams` calls of stream() at once, one thread each, released together by a barrier."""
+    barrier = threading.Barrier(streams)
+    results: list[Stream | BaseException] = []
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            results.append(stream())
+        except BaseException as error:  # re-raised below
+            results.append(error)
+
+    threads = [threading.Thread(target=one) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if isinstance(r, Stream)]
 
 
 def openai_stream(client, model: str, prompt: str, eos_in_usage: bool) -> Stream:  # type: ignore[no-untyped-def]
@@ -154,11 +184,11 @@ def openai_stream(client, model: str, prompt: str, eos_in_usage: bool) -> Stream
 class OpenAISide:
     """A server spoken to with the openai SDK (streaming), one httpx pool for all its streams."""
 
-    def __init__(self, name: str, base_url: str, api_key: str, model: str, eos_in_usage: bool,
+    def __init__(self, server: str, label: str, base_url: str, api_key: str, model: str, eos_in_usage: bool,
                  args: argparse.Namespace) -> None:
         from openai import OpenAI
 
-        self.result = Side(name)
+        self.result = Side(f"{label} (openai SDK)", server, "sdk")
         self._model = model
         self._eos_in_usage = eos_in_usage
         self._vary = args.vary
@@ -173,28 +203,243 @@ class OpenAISide:
         return openai_stream(self._client, self._model, prompt, self._eos_in_usage)
 
     def concurrent(self, streams: int) -> list[Stream]:
-        barrier = threading.Barrier(streams)
-        results: list[Stream | BaseException] = []
-
-        def one() -> None:
-            barrier.wait()
-            try:
-                results.append(self.stream())
-            except BaseException as error:  # re-raised below
-                results.append(error)
-
-        threads = [threading.Thread(target=one) for _ in range(streams)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return [r for r in results if isinstance(r, Stream)]
+        return run_concurrently(self.stream, streams)
 
     def close(self) -> None:
         self._http.close()
+
+
+# --- the lean client: raw-socket HTTP/1.1 ------------------------------------------------------------------
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection with its read buffer."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=120)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.reusable = True
+
+    def recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        return data
+
+    def stale(self) -> bool:
+        """True when the server has closed the idle connection (uvicorn does after 5 s) or sent something."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable) or bool(self.buffer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _body(connection: _Connection, head: bytes) -> Iterator[bytes]:
+    """The response body as it arrives: chunked, Content-Length or read-to-close framing."""
+    headers = head.lower()
+    if b"\r\ntransfer-encoding: chunked" in headers or b"\r\ntransfer-encoding:chunked" in headers:
+        while True:
+            while (end := connection.buffer.find(b"\r\n")) < 0:
+                connection.buffer += connection.recv()
+            size = int(connection.buffer[:end].split(b";", 1)[0], 16)
+            connection.buffer = connection.buffer[end + 2 :]
+            if size == 0:  # trailers (none expected), then the blank line
+                while (end := connection.buffer.find(b"\r\n")) != 0:
+                    if end < 0:
+                        connection.buffer += connection.recv()
+                    else:
+                        connection.buffer = connection.buffer[end + 2 :]
+                connection.buffer = connection.buffer[2:]
+                return
+            while size:
+                if not connection.buffer:
+                    connection.buffer = connection.recv()
+                piece = connection.buffer[:size]
+                connection.buffer = connection.buffer[len(piece) :]
+                size -= len(piece)
+                yield piece
+            while len(connection.buffer) < 2:
+                connection.buffer += connection.recv()
+            connection.buffer = connection.buffer[2:]  # the chunk's CRLF
+    elif (match := _CONTENT_LENGTH.search(headers)) is not None:
+        remaining = int(match.group(1))
+        while remaining:
+            if not connection.buffer:
+                connection.buffer = connection.recv()
+            piece = connection.buffer[:remaining]
+            connection.buffer = connection.buffer[len(piece) :]
+            remaining -= len(piece)
+            yield piece
+    else:  # read until the server closes
+        connection.reusable = False
+        if connection.buffer:
+            yield connection.buffer
+            connection.buffer = b""
+        while data := connection.sock.recv(65536):
+            yield data
+
+
+def _has_content(line: bytes) -> bool:
+    """`"content":` followed by a non-empty string (with or without a space after the colon)."""
+    at = line.find(b'"content":')
+    if at < 0:
+        return False
+    at += 10
+    if line[at : at + 1] == b" ":
+        at += 1
+    return line[at : at + 1] == b'"' and line[at + 1 : at + 2] != b'"'
+
+
+def _finish_reason(line: bytes) -> str | None:
+    at = line.find(b'"finish_reason":')
+    if at < 0:
+        return None
+    at += 16
+    if line[at : at + 1] == b" ":
+        at += 1
+    if line[at : at + 1] != b'"':
+        return None  # null
+    return line[at + 1 : line.index(b'"', at + 1)].decode()
+
+
+class LeanSide:
+    """A server spoken to over raw sockets: keep-alive HTTP/1.1 connections (one per concurrent stream), the
+    request bytes built before the clock starts, the SSE stream read line by line with byte checks (content,
+    finish_reason, `data: [DONE]`); only the usage chunk is JSON-parsed."""
+
+    def __init__(self, server: str, label: str, base_url: str, api_key: str, model: str, eos_in_usage: bool,
+                 args: argparse.Namespace) -> None:
+        self.result = Side(f"{label} (lean client)", server, "lean")
+        address, _, prefix = base_url.removeprefix("http://").partition("/")
+        host, port = address.rsplit(":", 1)
+        self._address = (host, int(port))
+        self._head = (
+            f"POST /{prefix}/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {api_key}\r\n"
+            "Content-Type: application/json\r\nAccept: application/json\r\nContent-Length: "
+        )
+        self._model = model
+        self._eos_in_usage = eos_in_usage
+        self._vary = args.vary
+        self._counter = _Counter()
+        self._idle: list[_Connection] = []
+        self._lock = threading.Lock()
+        self._fixed = None if args.vary else self._request(PROMPT)
+
+    def _request(self, prompt: str) -> bytes:
+        body = json.dumps({
+            "model": self._model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0,
+            "max_tokens": MAX_TOKENS,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "repeat_penalty": 1.0,
+        }, separators=(",", ":")).encode()
+        return f"{self._head}{len(body)}\r\n\r\n".encode() + body
+
+    def _connection(self) -> tuple[_Connection, bool]:
+        """An idle keep-alive connection (True) or, when none is left open, a new one (False)."""
+        with self._lock:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.stale():
+                    return connection, True
+                connection.close()
+        return _Connection(*self._address), False
+
+    def stream(self) -> Stream:
+        index = self._counter.next()
+        request = self._fixed or self._request(prompt_for(index, self._vary))
+        connection, reused = self._connection()
+        try:
+            try:
+                result = self._exchange(connection, request)
+            except ConnectionError:
+                if not reused:
+                    raise
+                # closed by the server between our check and the request: once more on a new connection
+                connection.close()
+                connection = _Connection(*self._address)
+                result = self._exchange(connection, request)
+        except BaseException:
+            connection.close()
+            raise
+        if connection.reusable:
+            with self._lock:
+                self._idle.append(connection)
+        else:
+            connection.close()
+        return result
+
+    def _exchange(self, connection: _Connection, request: bytes) -> Stream:
+        started = time.perf_counter()
+        connection.sock.sendall(request)
+        while (end := connection.buffer.find(b"\r\n\r\n")) < 0:
+            connection.buffer += connection.recv()
+        head, connection.buffer = connection.buffer[:end], connection.buffer[end + 4 :]
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"unexpected response: {head[:300]!r}")
+        if b"\r\nconnection: close" in head.lower():
+            connection.reusable = False
+        first = ended = None
+        chunks = 0
+        finish_reason = None
+        usage = None
+        pending = b""
+        body = _body(connection, head)
+        for piece in body:
+            lines = (pending + piece).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if not line.startswith(b"data: "):
+                    continue  # blank separators, comments, event: fields
+                if line.startswith(b"data: [DONE]"):
+                    ended = time.perf_counter()
+                    break
+                if _has_content(line):
+                    chunks += 1
+                    if first is None:
+                        first = time.perf_counter()
+                finish_reason = _finish_reason(line) or finish_reason
+                if b'"usage":{' in line or b'"usage": {' in line:
+                    usage = json.loads(line[6:])["usage"]
+            if ended is not None:
+                break
+        for _ in body:  # the rest of the response (the last chunk), off the clock
+            pass
+        if ended is None:
+            raise RuntimeError("the stream ended without data: [DONE]")
+        if first is None:
+            raise RuntimeError("the stream had no content")
+        tokens = usage["completion_tokens"] if usage is not None else chunks
+        if usage is not None and self._eos_in_usage and finish_reason == "stop":
+            tokens -= 1
+        return Stream(first - started, tokens, ended - first, ended - started, started, ended, finish_reason)
+
+    def concurrent(self, streams: int) -> list[Stream]:
+        return run_concurrently(self.stream, streams)
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._idle:
+                connection.close()
+            self._idle.clear()
+
+
+ServerSide = OpenAISide | LeanSide
+
+
+def client_sides(server: str, label: str, base_url: str, api_key: str, model: str, eos_in_usage: bool,
+                 args: argparse.Namespace) -> list[ServerSide]:
+    """One side per client kind asked for (`--client`), all talking to the same server."""
+    sides: list[ServerSide] = []
+    if args.client in ("sdk", "both"):
+        sides.append(OpenAISide(server, label, base_url, api_key, model, eos_in_usage, args))
+    if args.client in ("lean", "both"):
+        sides.append(LeanSide(server, label, base_url, api_key, model, eos_in_usage, args))
+    return sides
 
 
 def memory_summary(pid: int) -> str:
@@ -209,15 +454,16 @@ def memory_summary(pid: int) -> str:
 
 
 @contextmanager
-def our_side(args: argparse.Namespace) -> Iterator[tuple[OpenAISide, int]]:
+def our_side(args: argparse.Namespace) -> Iterator[tuple[list[ServerSide], int]]:
     settings = {"models": args.models} if args.models else {}
     with running_stack(**settings) as stack:
         assert stack.process is not None
-        side = OpenAISide("ours (gateway)", stack.base_url + "/v1", guest_token(stack), OUR_MODEL, True, args)
+        sides = client_sides("ours", "ours", stack.base_url + "/v1", guest_token(stack), OUR_MODEL, True, args)
         try:
-            yield side, stack.process.pid
+            yield sides, stack.process.pid
         finally:
-            side.close()
+            for side in sides:
+                side.close()
 
 
 # --- in-process llama-cpp-python (a subprocess worker) -----------------------------------------------------
@@ -265,7 +511,7 @@ def inprocess_worker(args: argparse.Namespace) -> None:
 class InProcessSide:
     def __init__(self, args: argparse.Namespace) -> None:
         command = [sys.executable, "-m", "bench.chat", "--worker"] + (["--vary"] if args.vary else [])
-        self.result = Side("llama-cpp-python in-process")
+        self.result = Side("llama-cpp-python in-process", "inprocess")
         self._counter = _Counter()
         self._process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          text=True)
@@ -299,7 +545,7 @@ class InProcessSide:
 
 
 @contextmanager
-def peer_side(args: argparse.Namespace) -> Iterator[tuple[OpenAISide, int]]:
+def peer_side(args: argparse.Namespace) -> Iterator[tuple[list[ServerSide], int]]:
     port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", bundled_smollm2_path(),
@@ -325,11 +571,12 @@ def peer_side(args: argparse.Namespace) -> Iterator[tuple[OpenAISide, int]]:
             if time.monotonic() > deadline:
                 raise RuntimeError("llama_cpp.server did not become ready")
             time.sleep(0.2)
-        side = OpenAISide("llama_cpp.server", base, "none", "smollm2", False, args)
+        sides = client_sides("peer", "llama_cpp.server", base, "none", "smollm2", False, args)
         try:
-            yield side, process.pid
+            yield sides, process.pid
         finally:
-            side.close()
+            for side in sides:
+                side.close()
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -350,7 +597,7 @@ def spread(values: list[float], fmt: str, scale: float = 1.0) -> str:
     return f"{format(median(scaled), fmt)} ({format(min(scaled), fmt)}-{format(max(scaled), fmt)})"
 
 
-def report(sides: list[Side], args: argparse.Namespace) -> None:
+def report(sides: list[Side], memories: dict[str, str], args: argparse.Namespace) -> None:
     print(f"\nSingle stream, {args.runs} runs per side after {WARMUP} warm-up requests: median (min-max)\n")
     rows = []
     for side in sides:
@@ -380,39 +627,39 @@ def report(sides: list[Side], args: argparse.Namespace) -> None:
         print_table(["side", "aggregate tok/s", "p95 TTFT ms", "p50 TTFT ms", "per-stream decode tok/s"], rows)
 
     print("\nMemory:\n")
-    for side in sides:
-        if side.memory:
-            print(f"- {side.name}: {side.memory}")
+    for name, memory in memories.items():
+        print(f"- {name}: {memory}")
 
-    by_name = {side.name: side for side in sides}
-    ours = by_name.get("ours (gateway)")
-    if ours is None:
-        return
     rows = []
 
     def ratio_row(label: str, mine: float, theirs: float, target: float) -> None:
         value = mine / theirs
         rows.append([label, f"{mine:.1f} / {theirs:.1f}", f"{value:.2f}x", f">= {target}x", verdict(value >= target)])
 
-    ours_decode = median([x.decode_rate for x in ours.single])
-    inprocess = by_name.get("llama-cpp-python in-process")
-    if inprocess:
-        ratio_row("decode tok/s, ours / in-process", ours_decode,
-                  median([x.decode_rate for x in inprocess.single]), TARGET_VS_INPROCESS)
-    peer = by_name.get("llama_cpp.server")
-    if peer:
-        ratio_row("decode tok/s, ours / llama_cpp.server", ours_decode,
-                  median([x.decode_rate for x in peer.single]), TARGET_VS_PEER_SINGLE)
-        rows.append([
-            "(end-to-end tok/s, ours / llama_cpp.server)",
-            f"{median([x.e2e_rate for x in ours.single]):.1f} / {median([x.e2e_rate for x in peer.single]):.1f}",
-            f"{median([x.e2e_rate for x in ours.single]) / median([x.e2e_rate for x in peer.single]):.2f}x",
-            "-", "-",
-        ])
-        ratio_row(f"{args.streams}-stream aggregate tok/s, ours / llama_cpp.server",
-                  median(ours.aggregate_rates()), median(peer.aggregate_rates()), TARGET_VS_PEER_CONCURRENT)
-    print("\nTargets (medians):\n")
-    print_table(["figure", "ours / theirs", "ratio", "target", "result"], rows)
+    def find(server: str, client: str) -> Side | None:
+        return next((side for side in sides if side.server == server and side.client == client), None)
+
+    inprocess = find("inprocess", "")
+    for client, client_label in CLIENT_LABELS.items():
+        ours = find("ours", client)
+        if ours is None:
+            continue
+        ours_decode = median([x.decode_rate for x in ours.single])
+        if inprocess:
+            ratio_row(f"{client_label}: decode tok/s, ours / in-process (no client)", ours_decode,
+                      median([x.decode_rate for x in inprocess.single]), TARGET_VS_INPROCESS)
+        peer = find("peer", client)
+        if peer:
+            ratio_row(f"{client_label}: decode tok/s, ours / llama_cpp.server", ours_decode,
+                      median([x.decode_rate for x in peer.single]), TARGET_VS_PEER_SINGLE)
+            ours_e2e, peer_e2e = median([x.e2e_rate for x in ours.single]), median([x.e2e_rate for x in peer.single])
+            rows.append([f"({client_label}: end-to-end tok/s, ours / llama_cpp.server)",
+                         f"{ours_e2e:.1f} / {peer_e2e:.1f}", f"{ours_e2e / peer_e2e:.2f}x", "-", "-"])
+            ratio_row(f"{client_label}: {args.streams}-stream aggregate tok/s, ours / llama_cpp.server",
+                      median(ours.aggregate_rates()), median(peer.aggregate_rates()), TARGET_VS_PEER_CONCURRENT)
+    if rows:
+        print("\nTargets (medians; each ratio compares sides measured with the same client):\n")
+        print_table(["figure", "ours / theirs", "ratio", "target", "result"], rows)
 
 
 def main() -> None:
@@ -423,6 +670,8 @@ def main() -> None:
     parser.add_argument("--models", default="", help="JAN_MODELS for our stack (default: the built-in default)")
     parser.add_argument("--no-peer", action="store_true", help="skip llama_cpp.server")
     parser.add_argument("--no-inprocess", action="store_true", help="skip in-process llama-cpp-python")
+    parser.add_argument("--client", choices=["sdk", "lean", "both"], default="both",
+                        help="client for the two servers: the openai SDK, the lean raw-socket one, or both")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -432,11 +681,13 @@ def main() -> None:
     print(f"# bench.chat — {machine_line()}")
     print(f"prompt {PROMPT!r}{' (varied)' if args.vary else ''}, temperature 0, max_tokens {MAX_TOKENS}; "
           f"our models: {args.models or 'default settings'}")
+    memories: dict[str, str] = {}
     with ExitStack() as servers:
         ours, ours_pid = servers.enter_context(our_side(args))
         time.sleep(2)  # let startup settle before reading memory
         idle = memory_summary(ours_pid)
-        sides: list[OpenAISide | InProcessSide] = [ours]
+        sides: list[ServerSide | InProcessSide] = list(ours)
+        inprocess = None
         if not args.no_inprocess:
             inprocess = InProcessSide(args)
             servers.callback(inprocess.close)
@@ -444,9 +695,9 @@ def main() -> None:
         peer_pid = None
         if not args.no_peer:
             peer, peer_pid = servers.enter_context(peer_side(args))
-            sides.append(peer)
+            sides.extend(peer)
             time.sleep(1)
-            peer.result.memory = f"idle {memory_summary(peer_pid)}"
+            peer_idle = memory_summary(peer_pid)
         for side in sides:
             for _ in range(WARMUP):
                 side.stream()
@@ -454,14 +705,17 @@ def main() -> None:
         for run in range(args.runs):
             for side in sides[run % len(sides):] + sides[: run % len(sides)]:
                 side.result.single.append(side.stream())
-        served = [side for side in sides if isinstance(side, OpenAISide)]
+        served = [side for side in sides if not isinstance(side, InProcessSide)]
         for run in range(args.runs):
             for side in served[run % len(served):] + served[: run % len(served)]:
                 side.result.rounds.append(side.concurrent(args.streams))
-        ours.result.memory = f"idle {idle}; after the bench {memory_summary(ours_pid)}"
+        memories["ours"] = f"idle {idle}; after the bench {memory_summary(ours_pid)}"
         if peer_pid is not None:
-            sides[-1].result.memory += f"; after the bench {memory_summary(peer_pid)}"
-    report([side.result for side in sides], args)
+            memories["llama_cpp.server"] = f"idle {peer_idle}; after the bench {memory_summary(peer_pid)}"
+    if inprocess is not None:
+        memories["llama-cpp-python in-process"] = inprocess.result.memory
+    report([side.result for side in sides], memories, args)
+
 
 if __name__ == "__main__":
     main()

@@ -203,7 +203,9 @@ class EnvoyProcess:
             line = raw.decode(errors="replace").rstrip()
             self._stderr_tail.append(line)
             match = _LOG_LEVEL_PATTERN.search(line)
-            log.log(_LOG_LEVELS[match.group(1)] if match else logging.INFO, "%s", line)
+            level = _LOG_LEVELS[match.group(1)] if match else logging.INFO
+            # Envoy reports the SIGTERM we sent it as a warning; during our own stop that is just noise.
+            log.log(logging.DEBUG if self._stopping else level, "%s", line)
         code = await process.wait()
         if not self._stopping:
             log.error("Envoy exited unexpectedly with code %s", code)
