@@ -10,6 +10,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from server.llm.backends.base import Finish, TextDelta
@@ -19,6 +20,8 @@ from server.llm.models import ModelRegistry
 SSE = "text/event-stream"
 JSON = "application/json"
 DONE = b"data: [DONE]\n\n"
+
+Event = TextDelta | Finish
 
 
 def _dumps(value: Any) -> bytes:
@@ -49,72 +52,56 @@ class ChatCompletions:
             # Admission errors (queue full, prompt too long) surface here, before any byte is written,
             # so they can still become a proper HTTP status.
             first = await anext(events)
-            completion_id = "chatcmpl-" + secrets.token_hex(12)
-            created = int(time.time())
+            completion = _Completion(request, "chatcmpl-" + secrets.token_hex(12), int(time.time()))
             if request.stream:
-                async for piece in self._stream(request, completion_id, created, first, events):
+                async for piece in completion.stream(first, events):
                     yield SSE, piece
             else:
-                yield JSON, await self._collect(request, completion_id, created, first, events)
+                yield JSON, await completion.collect(first, events)
 
-    async def _collect(
-        self,
-        request: ChatCompletionRequest,
-        completion_id: str,
-        created: int,
-        first: TextDelta | Finish,
-        events: AsyncIterator[TextDelta | Finish],
-    ) -> bytes:
+
+@dataclass(frozen=True)
+class _Completion:
+    """One completion being answered: the fields every JSON object or chunk of it repeats."""
+
+    request: ChatCompletionRequest
+    id: str
+    created: int
+
+    def _envelope(self, object_type: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": object_type,
+            "created": self.created,
+            "model": self.request.model,
+            "system_fingerprint": None,
+        }
+
+    async def collect(self, event: Event, events: AsyncIterator[Event]) -> bytes:
         parts: list[str] = []
-        event = first
         while isinstance(event, TextDelta):
             parts.append(event.text)
             event = await anext(events)
-        return _dumps(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": request.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(parts), "refusal": None},
-                        "logprobs": None,
-                        "finish_reason": event.finish_reason,
-                    }
-                ],
-                "usage": _usage(event),
-                "system_fingerprint": None,
-            }
-        )
+        message = {"role": "assistant", "content": "".join(parts), "refusal": None}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": event.finish_reason}
+        return _dumps({**self._envelope("chat.completion"), "choices": [choice], "usage": _usage(event)})
 
-    async def _stream(
-        self,
-        request: ChatCompletionRequest,
-        completion_id: str,
-        created: int,
-        first: TextDelta | Finish,
-        events: AsyncIterator[TextDelta | Finish],
-    ) -> AsyncIterator[bytes]:
+    async def stream(self, event: Event, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+        include_usage = self.request.include_usage
+
         def chunk(delta: dict[str, Any], finish_reason: str | None) -> bytes:
-            body: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": request.model,
-                "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-            }
-            if request.include_usage:
+            body = self._envelope("chat.completion.chunk")
+            body["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+            if include_usage:
                 body["usage"] = None
             return sse_event(body)
 
-        event = first
+        # Content chunks are the hot path (one per token): only the text is encoded per chunk.
+        head, _, tail = chunk({"content": "\0"}, None).partition(b'"\\u0000"')
         role_sent = False
         while isinstance(event, TextDelta):
             if role_sent:
-                yield chunk({"content": event.text}, None)
+                yield head + _dumps(event.text) + tail
             else:
                 yield chunk({"role": "assistant", "content": event.text, "refusal": None}, None)
                 role_sent = True
@@ -122,16 +109,6 @@ class ChatCompletions:
         if not role_sent:
             yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
         yield chunk({}, event.finish_reason)
-        if request.include_usage:
-            yield sse_event(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": request.model,
-                    "system_fingerprint": None,
-                    "choices": [],
-                    "usage": _usage(event),
-                }
-            )
+        if include_usage:
+            yield sse_event({**self._envelope("chat.completion.chunk"), "choices": [], "usage": _usage(event)})
         yield DONE
