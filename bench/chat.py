@@ -1,27 +1,39 @@
 """Streaming chat completions on the embedded model: our gateway against llama-cpp-python in-process and against
 its own OpenAI server (`python -m llama_cpp.server`), in one run, same GGUF, same prompt and parameters.
 
-    .venv/bin/python -m bench.chat [--runs 10] [--streams 4] [--vary] [--models JSON] [--no-peer] [--no-inprocess]
+    .venv/bin/python -m bench.chat [--runs 10] [--streams 4] [--client {sdk,lean,both}] [--vary] [--models JSON]
+                                   [--no-peer] [--no-inprocess]
 
 Needs `pip install 'llama-cpp-python[server]==0.3.36'` for the peer server (the llama wheel is already there, so
 only FastAPI/uvicorn & co. are added); `--no-peer` skips it.
 
-All three run side by side for the whole bench (idle ones cost nothing) and are measured interleaved, the order
+Clients (`--client`, default both). The two servers are measured with the openai SDK and with a lean raw-socket
+client, as separate sides. On 2 cores the SDK costs ~0.6 ms of CPU per streamed token (pydantic models per SSE
+chunk), taken from the decode threads, while in-process has no client at all; the lean client shows the servers
+with (almost) no client cost. It keeps one keep-alive HTTP/1.1 connection per concurrent stream, builds the request
+bytes before the clock starts (the SDK's body: model, messages, temperature, max_tokens, stream, stream_options,
+repeat_penalty, with the Authorization header), reads the response incrementally (chunked, Content-Length or
+read-to-close), looks at SSE `data:` lines with byte checks only (non-empty `"content":"`, finish_reason,
+`data: [DONE]`) and JSON-parses only the usage chunk. Both servers answer with chunked SSE.
+
+All sides run side by side for the whole bench (idle ones cost nothing) and are measured interleaved, the order
 rotating every run, so drift on a shared machine hits every side alike. Each side gets 2 warm-up requests, then
-`--runs` single streams and (servers only) `--runs` rounds of `--streams` concurrent streams.
+`--runs` single streams and (servers only, with each client) `--runs` rounds of `--streams` concurrent streams.
 - Request: "Explain in two sentences what an API gateway does.", temperature 0, max_tokens 64, and
   repeat_penalty 1.0 (llama.cpp's neutral value, which ours and in-process use; llama_cpp.server would default to
-  1.1 and so give a different greedy answer; our server ignores the field). Streaming with the openai SDK,
-  stream_options.include_usage.
+  1.1 and so give a different greedy answer; our server ignores the field), stream_options.include_usage.
 - TTFT: from sending the request to the first chunk with non-empty content.
 - Tokens: completion tokens without the end-of-generation token. Our usage counts that token (it is sampled like
-  any other, as vLLM reports it); llama-cpp-python's does not, so 1 is taken off ours when finish_reason is
-  "stop". In-process, tokens = content chunks (one per token; the answer is plain ASCII).
+  any other, as vLLM reports it), so 1 is taken off ours when finish_reason is "stop". llama_cpp.server sends no
+  usage chunk when streaming, and in-process has none: there, tokens = content chunks (one per token; the answer
+  is plain ASCII). Both clients apply the same rule.
 - decode tok/s = tokens / (end of stream - first content chunk); end-to-end tok/s = tokens / (end - request sent).
+  End of stream: the SDK's iterator is exhausted; the lean client has read `data: [DONE]`.
 - Concurrent: aggregate tok/s = all tokens of a round / (last stream's end - first request sent); p95 TTFT over
   every stream of every round.
-The in-process side is a worker subprocess with every llama call on its main thread (calling llama.cpp from two
-threads of one process slows the later thread's OpenMP team), n_threads=2, driven one stream at a time over
+The targets are reported per client kind, each ratio between sides measured with the same client (in-process has
+none). The in-process side is a worker subprocess with every llama call on its main thread (calling llama.cpp from
+two threads of one process slows the later thread's OpenMP team), n_threads=2, driven one stream at a time over
 stdin. `--vary` puts a fresh number in front of every prompt, so only the system-prompt prefix can come from the
 KV cache.
 """
@@ -634,7 +646,7 @@ def report(sides: list[Side], memories: dict[str, str], args: argparse.Namespace
 
     def ratio_row(label: str, mine: float, theirs: float, target: float) -> None:
         value = mine / theirs
-        rows.append([label, f"{mine:.1f} / {theirs:.1f}", f"{value:.2f}x", f">= {target}x", verdict(value >= target)])
+        rows.append([label, f"{mine:.1f} / {theirs:.1f}", f"{value:.3f}x", f">= {target}x", verdict(value >= target)])
 
     def find(server: str, client: str) -> Side | None:
         return next((side for side in sides if side.server == server and side.client == client), None)
@@ -654,7 +666,7 @@ def report(sides: list[Side], memories: dict[str, str], args: argparse.Namespace
                       median([x.decode_rate for x in peer.single]), TARGET_VS_PEER_SINGLE)
             ours_e2e, peer_e2e = median([x.e2e_rate for x in ours.single]), median([x.e2e_rate for x in peer.single])
             rows.append([f"({client_label}: end-to-end tok/s, ours / llama_cpp.server)",
-                         f"{ours_e2e:.1f} / {peer_e2e:.1f}", f"{ours_e2e / peer_e2e:.2f}x", "-", "-"])
+                         f"{ours_e2e:.1f} / {peer_e2e:.1f}", f"{ours_e2e / peer_e2e:.3f}x", "-", "-"])
             ratio_row(f"{client_label}: {args.streams}-stream aggregate tok/s, ours / llama_cpp.server",
                       median(ours.aggregate_rates()), median(peer.aggregate_rates()), TARGET_VS_PEER_CONCURRENT)
     if rows:
