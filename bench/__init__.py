@@ -1,7 +1,8 @@
 """Benchmarks, run from the repository root: `python -m bench.gateway`, `python -m bench.chat` (bench/README.md).
 
-Shared helpers: the whole stack as a subprocess (the same launcher the e2e tests use), guest login, the memory of
-a process tree, percentiles and table printing. Nothing here writes into the repository.
+Shared helpers: the whole stack as a subprocess (the same launcher the e2e tests use), guest login, the raw
+connection the lean clients speak over, the memory of a process tree, percentiles and table printing. Nothing
+here writes into the repository.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import http.client
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import time
@@ -20,6 +22,25 @@ from pathlib import Path
 from tests.support.stack import Stack, make_stack
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class RawConnection:
+    """A TCP connection with its read buffer: what the lean benchmark clients speak HTTP/1.1 and h2c over, so
+    client overhead stays far below the servers' (no HTTP library in the measured loop)."""
+
+    def __init__(self, host: str, port: int, timeout: float | None = None) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @contextmanager

@@ -46,7 +46,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ import httpx2
 
 from bench import (
     ROOT,
+    RawConnection,
     guest_token,
     machine_line,
     median,
@@ -224,28 +224,17 @@ class OpenAISide:
 # --- the lean client: raw-socket HTTP/1.1 ------------------------------------------------------------------
 
 
-class _Connection:
-    """One keep-alive HTTP/1.1 connection with its read buffer."""
+class _Connection(RawConnection):
+    """One keep-alive HTTP/1.1 connection that notices when the server dropped it."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port), timeout=120)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = b""
+        super().__init__(host, port, timeout=120)
         self.reusable = True
-
-    def recv(self) -> bytes:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("the server closed the connection")
-        return data
 
     def stale(self) -> bool:
         """True when the server has closed the idle connection (uvicorn does after 5 s) or sent something."""
         readable, _, _ = select.select([self.sock], [], [], 0)
         return bool(readable) or bool(self.buffer)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _body(connection: _Connection, head: bytes) -> Iterator[bytes]:

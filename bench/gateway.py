@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gc
 import re
-import socket
 import struct
 import threading
 import time
@@ -28,7 +27,7 @@ from collections.abc import Callable
 import grpc
 from google.protobuf import json_format
 
-from bench import guest_token, machine_line, percentile, print_table, running_stack, verdict
+from bench import RawConnection, guest_token, machine_line, percentile, print_table, running_stack, verdict
 from server.gen.jan.llm.v1 import llm_pb2
 
 METHOD = "/jan.llm.v1.LlmService/ListModels"
@@ -38,40 +37,29 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 BLOCK = 250
 
 
-class RestClient:
+class RestClient(RawConnection):
     """HTTP/1.1 keep-alive: sends one prebuilt GET and reads exactly Content-Length bytes back."""
 
     def __init__(self, host: str, port: int, token: str) -> None:
-        self._sock = socket.create_connection((host, port))
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(host, port)
         self._request = (
             f"GET /v1/models HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
             "Accept: application/json\r\n\r\n"
         ).encode()
-        self._buffer = b""
 
     def call(self) -> bytes:
-        self._sock.sendall(self._request)
-        buffer = self._buffer
+        self.sock.sendall(self._request)
+        buffer = self.buffer
         while (end := buffer.find(b"\r\n\r\n")) < 0:
-            buffer += self._recv()
+            buffer += self.recv()
         head, buffer = buffer[:end], buffer[end + 4 :]
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"unexpected response: {head[:200]!r}")
         length = int(_CONTENT_LENGTH.search(head).group(1))  # type: ignore[union-attr]
         while len(buffer) < length:
-            buffer += self._recv()
-        body, self._buffer = buffer[:length], buffer[length:]
+            buffer += self.recv()
+        body, self.buffer = buffer[:length], buffer[length:]
         return body
-
-    def _recv(self) -> bytes:
-        data = self._sock.recv(65536)
-        if not data:
-            raise ConnectionError("server closed the connection")
-        return data
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
@@ -107,15 +95,14 @@ _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x
 _END_STREAM, _ACK, _END_HEADERS = 0x1, 0x1, 0x4
 
 
-class RawGrpcClient:
+class RawGrpcClient(RawConnection):
     """A minimal gRPC-over-h2c client for one unary method with an empty request. Reads frames until our stream
     ends; answers SETTINGS and PING; opens a huge receive window up front so it never has to send WINDOW_UPDATE."""
 
     def __init__(self, host: str, port: int, method: str, token: str | None = None) -> None:
-        self._sock = socket.create_connection((host, port))
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(host, port)
         window = 2**31 - 1
-        self._sock.sendall(
+        self.sock.sendall(
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
             + _frame(_SETTINGS, 0, 0, struct.pack(">HI", 0x2, 0) + struct.pack(">HI", 0x4, window))
             + _frame(0x8, 0, 0, struct.pack(">I", window - 65535))
@@ -133,12 +120,11 @@ class RawGrpcClient:
         self._block = b"".join(_hpack_literal(name, value) for name, value in headers)
         self._message = b"\x00\x00\x00\x00\x00"  # uncompressed, zero-length protobuf (ListModelsRequest {})
         self._stream = 1
-        self._buffer = b""
 
     def call(self) -> bytes:
         stream = self._stream
         self._stream += 2
-        self._sock.sendall(
+        self.sock.sendall(
             _frame(_HEADERS, _END_HEADERS, stream, self._block) + _frame(_DATA, _END_STREAM, stream, self._message)
         )
         data = b""
@@ -152,9 +138,9 @@ class RawGrpcClient:
                 if flags & _END_STREAM and kind in (_DATA, _HEADERS):
                     break
             elif kind == _SETTINGS and not flags & _ACK:
-                self._sock.sendall(_frame(_SETTINGS, _ACK, 0, b""))
+                self.sock.sendall(_frame(_SETTINGS, _ACK, 0, b""))
             elif kind == _PING and not flags & _ACK:
-                self._sock.sendall(_frame(_PING, _ACK, 0, payload))
+                self.sock.sendall(_frame(_PING, _ACK, 0, payload))
             elif kind == _GOAWAY:
                 raise RuntimeError(f"GOAWAY: {payload!r}")
         if len(data) < 5:
@@ -162,22 +148,13 @@ class RawGrpcClient:
         return data[5:]
 
     def _read_frame(self) -> tuple[int, int, int, bytes]:
-        while len(self._buffer) < 9:
-            self._buffer += self._recv()
-        length = int.from_bytes(self._buffer[:3], "big")
-        while len(self._buffer) < 9 + length:
-            self._buffer += self._recv()
-        frame, self._buffer = self._buffer[: 9 + length], self._buffer[9 + length :]
+        while len(self.buffer) < 9:
+            self.buffer += self.recv()
+        length = int.from_bytes(self.buffer[:3], "big")
+        while len(self.buffer) < 9 + length:
+            self.buffer += self.recv()
+        frame, self.buffer = self.buffer[: 9 + length], self.buffer[9 + length :]
         return frame[3], frame[4], int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF, frame[9:]
-
-    def _recv(self) -> bytes:
-        data = self._sock.recv(65536)
-        if not data:
-            raise ConnectionError("server closed the connection")
-        return data
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 class GrpcioClient:
