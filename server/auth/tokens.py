@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from server.core.config import Settings
 from server.core.db import utcnow
-from server.core.errors import unauthorized
 
 ALGORITHM = "ES256"
 
@@ -75,24 +74,6 @@ class TokenIssuer:
             "guest": is_guest,
         }
         return jwt.encode(claims, self._key.private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
-
-    def verify_access_token(self, token: str) -> dict[str, Any]:
-        """Checks signature, kid, iss, aud and the time claims; any failure is a 401 ApiError."""
-        try:
-            if jwt.get_unverified_header(token).get("kid") != self.kid:
-                raise unauthorized("Access token was signed by an unknown key")
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._key.public_key,
-                algorithms=[ALGORITHM],
-                audience=self._settings.jwt_audience,
-                issuer=self._settings.jwt_issuer,
-                leeway=self._settings.jwt_clock_skew_seconds,
-                options={"require": ["iss", "aud", "sub", "iat", "nbf", "exp"]},
-            )
-        except jwt.PyJWTError as error:
-            raise unauthorized(f"Invalid access token: {error}") from error
-        return claims
 
 
 def public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:

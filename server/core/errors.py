@@ -74,10 +74,6 @@ def unauthorized(message: str = "Authentication required") -> ApiError:
     return ApiError(401, message, code="unauthorized")
 
 
-def not_found(message: str, *, code: str = "not_found", param: str | None = None) -> ApiError:
-    return ApiError(404, message, code=code, param=param)
-
-
 def model_not_found(model: str) -> ApiError:
     return ApiError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
 

@@ -186,13 +186,6 @@ class LlamaCppBackend(InferenceBackend):
         self._instances.clear()
         self._ready = False
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens in `text` under this model's vocabulary (no special tokens). Runs on the caller's thread:
-        tokenizing reads only the vocabulary, so it is safe while that instance generates."""
-        if not self._instances:
-            raise unavailable(f"The model '{self.settings.id}' is not loaded")
-        return len(self._instances[0].llm.tokenize(text.encode(), add_bos=False, special=False))
-
     async def generate(
         self, messages: list[ChatMessage], params: SamplingParams
     ) -> AsyncGenerator[GenerationEvent, None]:
