@@ -231,6 +231,16 @@ class _Connection(RawConnection):
         super().__init__(host, port, timeout=120)
         self.reusable = True
 
+    def pieces(self, size: int) -> Iterator[bytes]:
+        """The next `size` bytes, yielded as they arrive."""
+        while size:
+            if not self.buffer:
+                self.buffer = self.recv()
+            piece = self.buffer[:size]
+            self.buffer = self.buffer[len(piece) :]
+            size -= len(piece)
+            yield piece
+
     def stale(self) -> bool:
         """True when the server has closed the idle connection (uvicorn does after 5 s) or sent something."""
         readable, _, _ = select.select([self.sock], [], [], 0)
@@ -254,25 +264,12 @@ def _body(connection: _Connection, head: bytes) -> Iterator[bytes]:
                         connection.buffer = connection.buffer[end + 2 :]
                 connection.buffer = connection.buffer[2:]
                 return
-            while size:
-                if not connection.buffer:
-                    connection.buffer = connection.recv()
-                piece = connection.buffer[:size]
-                connection.buffer = connection.buffer[len(piece) :]
-                size -= len(piece)
-                yield piece
+            yield from connection.pieces(size)
             while len(connection.buffer) < 2:
                 connection.buffer += connection.recv()
             connection.buffer = connection.buffer[2:]  # the chunk's CRLF
     elif (match := _CONTENT_LENGTH.search(headers)) is not None:
-        remaining = int(match.group(1))
-        while remaining:
-            if not connection.buffer:
-                connection.buffer = connection.recv()
-            piece = connection.buffer[:remaining]
-            connection.buffer = connection.buffer[len(piece) :]
-            remaining -= len(piece)
-            yield piece
+        yield from connection.pieces(int(match.group(1)))
     else:  # read until the server closes
         connection.reusable = False
         if connection.buffer:
