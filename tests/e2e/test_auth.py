@@ -126,8 +126,16 @@ def _bad_tokens(stack: Stack, guest: dict[str, str]) -> dict[str, str]:
         "alg none": unsigned,
         "wrong issuer": _forge(stack, guest, iss="someone-else"),
         "wrong audience": _forge(stack, guest, aud="other-api"),
+        "not yet valid": _forge(stack, guest, nbf=now + 120),
+        "never expires": _forge_without_exp(stack, guest),
         "not a jwt": "sk-plainly-not-a-token",
     }
+
+
+def _forge_without_exp(stack: Stack, guest: dict[str, str]) -> str:
+    kid = jwt.get_unverified_header(guest["access_token"])["kid"]
+    payload = {"iss": "jan-server", "aud": "jan-api", "sub": guest["user_id"], "iat": int(time.time())}
+    return jwt.encode(payload, _server_key(stack), algorithm="ES256", headers={"kid": kid})
 
 
 def test_the_gateway_accepts_a_token_it_signed(stack: Stack, http: httpx.Client, guest: dict[str, str]) -> None:
@@ -136,7 +144,7 @@ def test_the_gateway_accepts_a_token_it_signed(stack: Stack, http: httpx.Client,
 
 
 @pytest.mark.parametrize("case", ["missing", "malformed", "expired", "other key", "alg none", "wrong issuer",
-                                  "wrong audience", "not a jwt"])
+                                  "wrong audience", "not yet valid", "never expires", "not a jwt"])
 def test_bad_tokens_get_401_from_the_gateway(stack: Stack, guest: dict[str, str], case: str) -> None:
     token = None if case == "missing" else _bad_tokens(stack, guest)[case]
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
@@ -147,6 +155,15 @@ def test_bad_tokens_get_401_from_the_gateway(stack: Stack, guest: dict[str, str]
         sdk = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=token, max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             sdk.models.list()
+
+
+def test_only_exact_public_paths_skip_authentication(http: httpx.Client, guest: dict[str, str]) -> None:
+    assert_error_envelope(http.post("/auth/guest-loginX"), 401, type="auth_error")
+    for sneaky in ("/healthz/../v1/models", "//v1/models", "/healthz/%2e%2e/v1/models"):
+        assert http.get(sneaky).status_code in (401, 404), sneaky
+    # Tokens count only in the Authorization header, never in the query string (which ends up in logs).
+    response = http.get("/v1/models", params={"access_token": guest["access_token"]})
+    assert_error_envelope(response, 401, type="auth_error")
 
 
 def test_identity_headers_sent_by_clients_are_ignored(http: httpx.Client, stack: Stack) -> None:
