@@ -279,26 +279,25 @@ def _body(connection: _Connection, head: bytes) -> Iterator[bytes]:
             yield data
 
 
-def _has_content(line: bytes) -> bool:
-    """`"content":` followed by a non-empty string (with or without a space after the colon)."""
-    at = line.find(b'"content":')
+def _value_at(line: bytes, key: bytes) -> int | None:
+    """Where the JSON value of `"key":` starts in an SSE line (a space after the colon allowed), or None."""
+    at = line.find(b'"' + key + b'":')
     if at < 0:
-        return False
-    at += 10
-    if line[at : at + 1] == b" ":
-        at += 1
-    return line[at : at + 1] == b'"' and line[at + 1 : at + 2] != b'"'
+        return None
+    at += len(key) + 3
+    return at + 1 if line[at : at + 1] == b" " else at
+
+
+def _has_content(line: bytes) -> bool:
+    """`"content":` followed by a non-empty string."""
+    at = _value_at(line, b"content")
+    return at is not None and line[at : at + 1] == b'"' and line[at + 1 : at + 2] != b'"'
 
 
 def _finish_reason(line: bytes) -> str | None:
-    at = line.find(b'"finish_reason":')
-    if at < 0:
-        return None
-    at += 16
-    if line[at : at + 1] == b" ":
-        at += 1
-    if line[at : at + 1] != b'"':
-        return None  # null
+    at = _value_at(line, b"finish_reason")
+    if at is None or line[at : at + 1] != b'"':
+        return None  # absent or null
     return line[at + 1 : line.index(b'"', at + 1)].decode()
 
 
