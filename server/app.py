@@ -23,21 +23,16 @@ from server.core.config import Settings
 from server.core.db import create_engine, session_factory
 from server.core.migrate import run_migrations
 from server.gateway.envoy import EnvoyProcess
-from server.gen.jan.auth.v1 import auth_pb2, auth_pb2_grpc
-from server.gen.jan.llm.v1 import llm_pb2, llm_pb2_grpc
-from server.gen.jan.system.v1 import system_pb2, system_pb2_grpc
+from server.gen.jan.auth.v1 import auth_pb2_grpc
+from server.gen.jan.llm.v1 import llm_pb2_grpc
+from server.gen.jan.system.v1 import system_pb2_grpc
 from server.llm.models import ModelRegistry
 from server.llm.servicer import LlmServicer
-from server.protogen import DESCRIPTOR_SET
+from server.protogen import DESCRIPTOR_SET, service_names
 from server.system.servicer import SystemServicer
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
-    llm_pb2.DESCRIPTOR.services_by_name["LlmService"].full_name,
-    system_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
-)
 SHUTDOWN_GRACE_SECONDS = 5.0
 
 
@@ -67,16 +62,15 @@ class JanServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        sessions = session_factory(self._engine)
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(AuthService(settings, sessions, issuer)), server)
-        llm_pb2_grpc.add_LlmServiceServicer_to_server(LlmServicer(self._models), server)
-        system_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(self._readiness_problem), server)
+        self._add_services(server, issuer)
+        names = service_names()
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        for name in (*SERVICE_NAMES, ""):
+        for name in (*names, ""):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                                             reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(
+            (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        )
         if server.add_insecure_port(settings.grpc_target) == 0:
             raise RuntimeError(f"cannot bind gRPC port {settings.grpc_target}")
         await server.start()
@@ -85,6 +79,13 @@ class JanServer:
         if self._gateway:
             self._envoy = EnvoyProcess(settings, DESCRIPTOR_SET)
             await self._envoy.start()
+
+    def _add_services(self, server: grpc.aio.Server, issuer: TokenIssuer) -> None:
+        """Every jan.* service of proto/ is served here, and only here."""
+        settings, sessions = self.settings, session_factory(self._engine)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(AuthService(settings, sessions, issuer)), server)
+        llm_pb2_grpc.add_LlmServiceServicer_to_server(LlmServicer(self._models), server)
+        system_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(self._readiness_problem), server)
 
     async def _readiness_problem(self) -> str | None:
         try:

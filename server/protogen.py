@@ -67,6 +67,14 @@ def _make_importable(gen: Path) -> None:
             module.write_text(fixed)
 
 
+def service_names(descriptor_set: Path = DESCRIPTOR_SET) -> list[str]:
+    """Full names of the jan.* services in a descriptor set: what Envoy transcodes and the server registers."""
+    from google.protobuf import descriptor_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
+    return sorted(f"{f.package}.{s.name}" for f in files if f.package.startswith("jan.") for s in f.service)
+
+
 def ensure_generated() -> None:
     if is_stale():
         generate()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CursorResult, ForeignKey, String, select, update
+from sqlalchemy import Boolean, CursorResult, ForeignKey, Index, String, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from server.core.db import Base, UtcDateTime, utcnow
+from server.core.db import Base, RowKey, UtcDateTime, utcnow
 from server.core.ids import new_id
 
 
@@ -41,6 +41,27 @@ class RefreshToken(Base):
 
     # Joined so a refresh gets the user's claims in the same query (async sessions can't lazy-load).
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class ApiKey(Base):
+    """A long-lived key for scripts. Only an HMAC-SHA256 of the key (with the server's secret) is stored."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_user_id_pk", "user_id", "pk"),)
+
+    pk: Mapped[int] = mapped_column(RowKey, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: new_id("key"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(32))
+    suffix: Mapped[str] = mapped_column(String(8))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Rate-limit tier (free, pro, enterprise); Envoy's limits are chosen by it.
+    tier: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 async def create_user(session: AsyncSession, *, username: str, is_guest: bool) -> User:

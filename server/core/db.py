@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -40,6 +40,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+# Internal row key of tables that are listed page by page (see server/core/pagination.py): it follows insertion
+# order. SQLite only autoincrements a column declared INTEGER PRIMARY KEY.
+RowKey = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:

@@ -26,6 +26,7 @@ from pathlib import Path
 import jinja2
 
 from server.core.config import Settings
+from server.protogen import service_names
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ def render_config(settings: Settings, descriptor_path: Path | str) -> str:
     )
     template = environment.get_template(TEMPLATE_NAME)
     descriptor = Path(descriptor_path).resolve()
-    return template.render(settings=settings, descriptor_path=descriptor, lua_path=LUA_PATH)
+    return template.render(
+        settings=settings, descriptor_path=descriptor, lua_path=LUA_PATH, services=service_names(descriptor)
+    )
 
 
 class EnvoyProcess:

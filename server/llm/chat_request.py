@@ -6,18 +6,23 @@ ignored, so SDKs that send newer options keep working.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.core.errors import ApiError, invalid_request
+from server.core.errors import invalid_request
+from server.core.json_body import (
+    optional_bool,
+    optional_int,
+    optional_number,
+    optional_str,
+    parse_metadata,
+    parse_object,
+)
 from server.llm.backends.base import ChatMessage, SamplingParams
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 TEXT_PART_TYPES = {"text", "input_text", "output_text"}
 MAX_STOP_SEQUENCES = 4
-MAX_METADATA_KEYS = 16
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class ChatCompletionRequest:
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
-    payload = _decode_json(body)
+    payload = parse_object(body)
     model = payload.get("model")
     if model is None:
         raise invalid_request("Parameter 'model' is required", param="model", code="missing_required_parameter")
@@ -41,11 +46,11 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
 
     messages = _parse_messages(payload.get("messages"))
 
-    n = _optional_int(payload, "n", minimum=1)
+    n = optional_int(payload, "n", minimum=1)
     if n not in (None, 1):
         raise invalid_request("Only n=1 is supported", param="n", code="unsupported_value")
 
-    stream = _optional_bool(payload, "stream") or False
+    stream = optional_bool(payload, "stream") or False
     include_usage = False
     stream_options = payload.get("stream_options")
     if stream_options is not None:
@@ -55,7 +60,7 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
             )
         if not isinstance(stream_options, dict):
             raise invalid_request("'stream_options' must be an object", param="stream_options")
-        include_usage = _optional_bool(stream_options, "include_usage", param="stream_options.include_usage") or False
+        include_usage = optional_bool(stream_options, "include_usage", param="stream_options.include_usage") or False
 
     return ChatCompletionRequest(
         model=model,
@@ -63,19 +68,9 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
         sampling=_parse_sampling(payload),
         stream=stream,
         include_usage=include_usage,
-        user=_optional_str(payload, "user"),
-        metadata=_parse_metadata(payload.get("metadata")),
+        user=optional_str(payload, "user"),
+        metadata=parse_metadata(payload.get("metadata")),
     )
-
-
-def _decode_json(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body or b"")
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise invalid_request(f"Invalid JSON body: {error}", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise invalid_request("The request body must be a JSON object", code="invalid_json")
-    return payload
 
 
 def _parse_messages(raw: Any) -> list[ChatMessage]:
@@ -140,18 +135,18 @@ def _message_text(content: Any, where: str, *, allow_null: bool) -> str:
 
 
 def _parse_sampling(payload: dict[str, Any]) -> SamplingParams:
-    max_tokens = _optional_int(payload, "max_completion_tokens", minimum=1)
+    max_tokens = optional_int(payload, "max_completion_tokens", minimum=1)
     if max_tokens is None:
-        max_tokens = _optional_int(payload, "max_tokens", minimum=1)
+        max_tokens = optional_int(payload, "max_tokens", minimum=1)
     json_schema, json_object = _parse_response_format(payload.get("response_format"))
     return SamplingParams(
         max_tokens=max_tokens,
-        temperature=_optional_number(payload, "temperature", 0.0, 2.0, default=1.0),
-        top_p=_optional_number(payload, "top_p", 0.0, 1.0, default=1.0),
+        temperature=optional_number(payload, "temperature", 0.0, 2.0, default=1.0),
+        top_p=optional_number(payload, "top_p", 0.0, 1.0, default=1.0),
         stop=_parse_stop(payload.get("stop")),
-        seed=_optional_int(payload, "seed"),
-        presence_penalty=_optional_number(payload, "presence_penalty", -2.0, 2.0, default=0.0),
-        frequency_penalty=_optional_number(payload, "frequency_penalty", -2.0, 2.0, default=0.0),
+        seed=optional_int(payload, "seed"),
+        presence_penalty=optional_number(payload, "presence_penalty", -2.0, 2.0, default=0.0),
+        frequency_penalty=optional_number(payload, "frequency_penalty", -2.0, 2.0, default=0.0),
         json_schema=json_schema,
         json_object=json_object,
     )
@@ -195,55 +190,3 @@ def _parse_stop(raw: Any) -> tuple[str, ...]:
     if len(stops) > MAX_STOP_SEQUENCES:
         raise invalid_request(f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences", param="stop")
     return tuple(s for s in stops if s)
-
-
-def _parse_metadata(raw: Any) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
-        raise invalid_request("'metadata' must be an object of string values", param="metadata")
-    if len(raw) > MAX_METADATA_KEYS:
-        raise invalid_request(f"'metadata' takes at most {MAX_METADATA_KEYS} keys", param="metadata")
-    return dict(raw)
-
-
-def _type_error(name: str, expected: str) -> ApiError:
-    return invalid_request(f"'{name}' must be {expected}", param=name)
-
-
-def _optional_bool(payload: dict[str, Any], name: str, *, param: str | None = None) -> bool | None:
-    value = payload.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise _type_error(param or name, "a boolean")
-    return value
-
-
-def _optional_str(payload: dict[str, Any], name: str) -> str | None:
-    value = payload.get(name)
-    if value is not None and not isinstance(value, str):
-        raise _type_error(name, "a string")
-    return value
-
-
-def _optional_int(payload: dict[str, Any], name: str, *, minimum: int | None = None) -> int | None:
-    value = payload.get(name)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _type_error(name, "an integer")
-    if minimum is not None and value < minimum:
-        raise invalid_request(f"'{name}' must be at least {minimum}", param=name)
-    return value
-
-
-def _optional_number(payload: dict[str, Any], name: str, low: float, high: float, *, default: float) -> float:
-    value = payload.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _type_error(name, "a number")
-    if not low <= value <= high:
-        raise invalid_request(f"'{name}' must be between {low:g} and {high:g}", param=name)
-    return float(value)

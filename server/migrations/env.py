@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 # Importing a service's store registers its tables on Base.metadata, which autogenerate diffs against.
-import server.auth.store  # noqa: F401
+import server.auth.store
+import server.llm.conversations.store
+import server.llm.projects.store  # noqa: F401
 from server.core.db import Base
 
 target_metadata = Base.metadata
