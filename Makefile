@@ -41,6 +41,7 @@ bench: setup ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.chat
+	$(BIN)/python -m bench.conversations
 
 clean:
 	rm -rf $(VENV) server/gen tests/e2e/node/node_modules

@@ -109,6 +109,12 @@ function envoy_on_response(handle)
     if headers:get(":status") == "200" then headers:replace(":status", http_status) end
     headers:remove("x-http-status")
   end
+  -- 204 No Content has no body, and so no content-type or content-length (RFC 9110), which the transcoder
+  -- leaves behind for the servicer's empty HttpBody.
+  if headers:get(":status") == "204" then
+    headers:remove("content-type")
+    headers:remove("content-length")
+  end
   headers:remove("grpc-status")
   headers:remove("grpc-message")
   headers:remove("grpc-accept-encoding")

@@ -11,11 +11,14 @@ import asyncio
 import logging
 
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
 
+from server.auth.api_keys import ApiKeyAuthenticator
+from server.auth.ext_authz import ExtAuthzServicer
 from server.auth.service import AuthService
 from server.auth.servicer import AuthServicer
 from server.auth.tokens import TokenIssuer
@@ -24,9 +27,13 @@ from server.core.db import create_engine, session_factory
 from server.core.migrate import run_migrations
 from server.gateway.envoy import EnvoyProcess
 from server.gen.jan.auth.v1 import auth_pb2_grpc
-from server.gen.jan.llm.v1 import llm_pb2_grpc
+from server.gen.jan.llm.v1 import conversations_pb2_grpc, llm_pb2_grpc, projects_pb2_grpc
 from server.gen.jan.system.v1 import system_pb2_grpc
+from server.llm.conversations.service import ConversationService
+from server.llm.conversations.servicer import ConversationServicer
 from server.llm.models import ModelRegistry
+from server.llm.projects.service import ProjectService
+from server.llm.projects.servicer import ProjectServicer
 from server.llm.servicer import LlmServicer
 from server.protogen import DESCRIPTOR_SET, service_names
 from server.system.servicer import SystemServicer
@@ -84,7 +91,14 @@ class JanServer:
         """Every jan.* service of proto/ is served here, and only here."""
         settings, sessions = self.settings, session_factory(self._engine)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(AuthService(settings, sessions, issuer)), server)
-        llm_pb2_grpc.add_LlmServiceServicer_to_server(LlmServicer(self._models), server)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            ExtAuthzServicer(ApiKeyAuthenticator(settings, sessions)), server
+        )
+        llm_pb2_grpc.add_LlmServiceServicer_to_server(LlmServicer(self._models, sessions), server)
+        projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(ProjectService(sessions)), server)
+        conversations_pb2_grpc.add_ConversationServiceServicer_to_server(
+            ConversationServicer(ConversationService(sessions)), server
+        )
         system_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(self._readiness_problem), server)
 
     async def _readiness_problem(self) -> str | None:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.auth import store
+from server.auth.api_keys import ApiKeyService
 from server.auth.tokens import TokenIssuer
 from server.core.config import Settings
 from server.core.db import utcnow
@@ -55,6 +56,7 @@ class AuthService:
         self._settings = settings
         self._sessions = sessions
         self._tokens = tokens
+        self.api_keys = ApiKeyService(settings, sessions)
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return self._tokens.jwks()

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
-import grpc
+from datetime import datetime
+from typing import Any
 
+import grpc
+from google.api import httpbody_pb2
+
+from server.auth.api_keys import status_of
 from server.auth.service import AuthService
+from server.auth.store import ApiKey
+from server.core.db import utcnow
 from server.core.errors import invalid_request
+from server.core.json_body import parse_object
+from server.core.pagination import PageRequest, list_fields
 from server.core.rpc import caller, metadata, send_http_status, unary
 from server.gen.jan.auth.v1 import auth_pb2, auth_pb2_grpc
 
 TOKEN_TYPE = "Bearer"
+
+
+def api_key_message(key: ApiKey, now: datetime, *, secret: str | None = None) -> auth_pb2.ApiKey:
+    fields: dict[str, Any] = {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "suffix": key.suffix,
+        "tier": key.tier,
+        "created_at": int(key.created_at.timestamp()),
+        "expires_at": int(key.expires_at.timestamp()),
+        "status": status_of(key, now),
+    }
+    # Optional fields stay unset, so they are absent from the JSON rather than 0 or "".
+    if key.revoked_at is not None:
+        fields["revoked_at"] = int(key.revoked_at.timestamp())
+    if key.last_used_at is not None:
+        fields["last_used_at"] = int(key.last_used_at.timestamp())
+    if secret is not None:
+        fields["key"] = secret
+    return auth_pb2.ApiKey(**fields)
 
 
 def _bearer_token(context: grpc.aio.ServicerContext) -> str:
@@ -77,3 +107,32 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             is_guest=profile.is_guest,
             created_at=int(profile.created_at.timestamp()),
         )
+
+    @unary
+    async def CreateApiKey(
+        self, request: auth_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ApiKey:
+        user_id = caller(context).user_id
+        api_keys = self._auth.api_keys
+        created = await api_keys.create(user_id, api_keys.parse_new(parse_object(request.body.data)))
+        await send_http_status(context, 201)
+        return api_key_message(created.record, utcnow(), secret=created.key)
+
+    @unary
+    async def ListApiKeys(
+        self, request: auth_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListApiKeysResponse:
+        user_id = caller(context).user_id
+        page_request = PageRequest.from_message(request)
+        page = await self._auth.api_keys.list_page(user_id, page_request)
+        now = utcnow()
+        keys = [api_key_message(key, now) for key in page.rows]
+        return auth_pb2.ListApiKeysResponse(data=keys, items=keys, **list_fields(page))
+
+    @unary
+    async def DeleteApiKey(
+        self, request: auth_pb2.DeleteApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.DeleteApiKeyResponse:
+        await self._auth.api_keys.revoke(caller(context).user_id, request.id)
+        await send_http_status(context, 204)
+        return auth_pb2.DeleteApiKeyResponse(body=httpbody_pb2.HttpBody())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CursorResult, ForeignKey, Index, String, select, update
+from sqlalchemy import Boolean, CursorResult, ForeignKey, Index, Select, String, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -115,5 +115,62 @@ async def revoke_family(session: AsyncSession, family_id: str, now: datetime) ->
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def lock_user(session: AsyncSession, user_id: str) -> bool:
+    """Serializes the caller's transaction with others on the same user until it ends; False if no such user.
+
+    A no-op UPDATE takes the row lock on PostgreSQL and the write lock on SQLite (which ignores FOR UPDATE),
+    so a count-then-insert cannot race a concurrent one.
+    """
+    statement = (
+        update(User).where(User.id == user_id).values(updated_at=User.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    result: CursorResult[tuple[()]] = await session.execute(statement)  # type: ignore[assignment]
+    return result.rowcount == 1
+
+
+async def count_active_api_keys(session: AsyncSession, user_id: str, now: datetime) -> int:
+    statement = select(func.count()).select_from(ApiKey).where(
+        ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None), ApiKey.expires_at > now
+    )
+    return await session.scalar(statement) or 0
+
+
+async def add_api_key(
+    session: AsyncSession, *, user_id: str, name: str, prefix: str, suffix: str, key_hash: str, tier: str,
+    created_at: datetime, expires_at: datetime,
+) -> ApiKey:
+    key = ApiKey(
+        user_id=user_id, name=name, prefix=prefix, suffix=suffix, key_hash=key_hash, tier=tier,
+        created_at=created_at, expires_at=expires_at,
+    )
+    session.add(key)
+    await session.flush()
+    return key
+
+
+def api_keys_of(user_id: str) -> Select[ApiKey]:
+    """Every key of one user, for paging (server/core/pagination.py)."""
+    return select(ApiKey).where(ApiKey.user_id == user_id)
+
+
+async def find_api_key(session: AsyncSession, user_id: str, key_id: str) -> ApiKey | None:
+    return await session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id))
+
+
+async def find_api_key_by_hash(session: AsyncSession, key_hash: str) -> ApiKey | None:
+    return await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+
+async def mark_api_key_used(session: AsyncSession, key_id: str, now: datetime, *, unless_since: datetime) -> None:
+    """Sets last_used_at, unless it is already at or after `unless_since` (another process just did)."""
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < unless_since))
+        .values(last_used_at=now)
         .execution_options(synchronize_session=False)
     )

@@ -95,7 +95,7 @@ def _load_or_create_key(settings: Settings) -> _SigningKey:
     key_path = settings.signing_key_path
     key_path.parent.mkdir(parents=True, exist_ok=True)
     if not key_path.exists():
-        _create_once(key_path, _private_pem(ec.generate_private_key(ec.SECP256R1())))
+        create_file_once(key_path, _private_pem(ec.generate_private_key(ec.SECP256R1())))
     private_key = _load_p256_key(key_path)
     public_key = private_key.public_key()
     key = _SigningKey(private_key, public_key, public_jwk(public_key))
@@ -130,7 +130,7 @@ def _write_temp(directory: Path, data: bytes) -> str:
     return temp_path
 
 
-def _create_once(path: Path, data: bytes) -> None:
+def create_file_once(path: Path, data: bytes) -> None:
     """Creates path atomically unless it already exists: if two processes start at once, the first key wins
     and the other process loads it, rather than both serving with different keys."""
     temp_path = _write_temp(path.parent, data)

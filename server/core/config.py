@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,6 +54,27 @@ def default_models() -> list[ModelSettings]:
     return [ModelSettings(id="smollm2-135m-instruct", path=bundled_smollm2_path())]
 
 
+# Envoy's token buckets hold a uint32; the largest value is reserved for "no limit" (envoy/*.lua drop its headers).
+MAX_RATE_LIMIT = 1_000_000_000
+_TIER_NAME = r"^[a-z0-9_-]{1,32}$"
+
+
+class RateLimitTier(BaseModel):
+    """The limits of one API-key tier, applied per key. `JAN_API_KEY_TIERS` maps tier names to these."""
+
+    per_minute: int = Field(ge=1, le=MAX_RATE_LIMIT)
+    per_day: int | None = Field(None, ge=1, le=MAX_RATE_LIMIT, description="None: no daily quota")
+
+
+def default_tiers() -> dict[str, RateLimitTier]:
+    """The seed's tiers; `enterprise` is whatever the operator configures, here 600/min with no daily quota."""
+    return {
+        "free": RateLimitTier(per_minute=3, per_day=50),
+        "pro": RateLimitTier(per_minute=60, per_day=100_000),
+        "enterprise": RateLimitTier(per_minute=600),
+    }
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JAN_", env_file=".env", extra="ignore")
 
@@ -77,6 +99,27 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     jwt_clock_skew_seconds: int = Field(5, ge=0, le=5)
 
+    # API keys
+    api_key_prefix: str = Field("sk_live", pattern=r"^[A-Za-z0-9_]{1,24}$", description="keys are <prefix>_<48 hex>")
+    api_key_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC key for stored key hashes; empty = generated once into data_dir"
+    )
+    api_key_max_per_user: int = Field(5, ge=1, description="active (unrevoked, unexpired) keys per user")
+    api_key_default_ttl_days: int = Field(90, ge=1)
+    api_key_max_ttl_days: int = Field(365, ge=1)
+    api_key_default_tier: str = Field("pro", description="tier of new keys (there is no endpoint to change it yet)")
+    api_key_tiers: dict[str, RateLimitTier] = Field(default_factory=default_tiers)
+    api_key_cache_seconds: float = Field(5.0, ge=0, le=5, description="how long a key's verdict is reused")
+
+    # Rate limits, enforced by Envoy per minute (token buckets that refill continuously)
+    rate_limit_user_per_minute: int = Field(100, ge=1, le=MAX_RATE_LIMIT, description="per user, JWT requests")
+    rate_limit_ip_per_minute: int = Field(
+        100, ge=1, le=MAX_RATE_LIMIT, description="per client IP, routes that need no credentials"
+    )
+    rate_limit_routes: dict[str, int] = Field(
+        default_factory=dict, description="path prefix -> extra per-minute limit per caller on those paths"
+    )
+
     # Models
     models: list[ModelSettings] = Field(default_factory=default_models)
 
@@ -86,6 +129,39 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("api_key_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value()) < 32:
+            raise ValueError("must be empty (generated) or at least 32 characters")
+        return value
+
+    @field_validator("api_key_tiers")
+    @classmethod
+    def _tier_names(cls, tiers: dict[str, RateLimitTier]) -> dict[str, RateLimitTier]:
+        for name in tiers:
+            if not re.match(_TIER_NAME, name):
+                raise ValueError(f"tier name {name!r} must be 1-32 characters of a-z, 0-9, _ and -")
+        return tiers
+
+    @field_validator("rate_limit_routes")
+    @classmethod
+    def _route_prefixes(cls, routes: dict[str, int]) -> dict[str, int]:
+        for prefix, limit in routes.items():
+            if not prefix.startswith("/") or any(c.isspace() or c in "?#" for c in prefix):
+                raise ValueError(f"route prefix {prefix!r} must be a path starting with /")
+            if not 1 <= limit <= MAX_RATE_LIMIT:
+                raise ValueError(f"the limit of {prefix!r} must be between 1 and {MAX_RATE_LIMIT}")
+        return routes
+
+    @model_validator(mode="after")
+    def _api_key_settings_agree(self) -> Settings:
+        if self.api_key_default_tier not in self.api_key_tiers:
+            raise ValueError(f"api_key_default_tier {self.api_key_default_tier!r} is not in api_key_tiers")
+        if self.api_key_default_ttl_days > self.api_key_max_ttl_days:
+            raise ValueError("api_key_default_ttl_days is above api_key_max_ttl_days")
+        return self
 
     @cached_property
     def database(self) -> str:
@@ -106,3 +182,7 @@ class Settings(BaseSettings):
     @property
     def jwks_path(self) -> Path:
         return self.data_dir / "jwks.json"
+
+    @property
+    def api_key_secret_path(self) -> Path:
+        return self.data_dir / "api-key-secret"

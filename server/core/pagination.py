@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
+from google.protobuf.message import Message
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -21,11 +22,7 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
-class HasPublicId(Protocol):
-    id: str
-
-
-Row = TypeVar("Row", bound=HasPublicId)
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
@@ -37,14 +34,15 @@ class PageRequest:
 
     @classmethod
     def parse(
-        cls, *, limit: int | None, order: str, after: str = "", cursor: str = "", offset: int | None = None
+        cls, *, limit: int | None, order: str, after: str = "", cursor: str = "", offset: int | None = None,
+        default_order: Literal["asc", "desc"] = "desc",
     ) -> PageRequest:
         """Validates the query parameters (proto fields: unset strings are "", unset optionals None)."""
         if limit is None:
             limit = DEFAULT_LIMIT
         elif not 1 <= limit <= MAX_LIMIT:
             raise invalid_request(f"'limit' must be between 1 and {MAX_LIMIT}", param="limit")
-        order = order or "desc"
+        order = order or default_order
         if order not in ("asc", "desc"):
             raise invalid_request("'order' must be 'asc' or 'desc'", param="order")
         if after and cursor and after != cursor:
@@ -55,24 +53,37 @@ class PageRequest:
         return cls(limit=limit, order=order, after=after or None, offset=offset or None)  # type: ignore[arg-type]
 
 
+    @classmethod
+    def from_message(cls, request: Message, default_order: Literal["asc", "desc"] = "desc") -> PageRequest:
+        """From a List RPC's request message: `optional uint32 limit`, `string order`, `string after`, and
+        optionally `string cursor` and `optional uint32 offset` (fields a message lacks count as unset)."""
+        fields = request.DESCRIPTOR.fields_by_name
+
+        def optional(name: str) -> int | None:
+            return getattr(request, name) if name in fields and request.HasField(name) else None
+
+        return cls.parse(
+            limit=optional("limit"),
+            order=request.order,  # type: ignore[attr-defined]
+            after=request.after,  # type: ignore[attr-defined]
+            cursor=request.cursor if "cursor" in fields else "",  # type: ignore[attr-defined]
+            offset=optional("offset"),
+            default_order=default_order,
+        )
+
+
 @dataclass(frozen=True)
 class Page(Generic[Row]):
     rows: Sequence[Row]
     has_more: bool
     total: int
-
-    @property
-    def first_id(self) -> str | None:
-        return self.rows[0].id if self.rows else None
-
-    @property
-    def last_id(self) -> str | None:
-        return self.rows[-1].id if self.rows else None
+    first_id: str | None
+    last_id: str | None
 
 
 async def paginate(
     session: AsyncSession,
-    statement: Select[tuple[Row]],
+    statement: Select[Row],
     *,
     pk: InstrumentedAttribute[int],
     public_id: InstrumentedAttribute[str],
@@ -97,7 +108,10 @@ async def paginate(
     if page.offset:
         paged = paged.offset(page.offset)
     rows = list((await session.scalars(paged)).all())
-    return Page(rows=rows[: page.limit], has_more=len(rows) > page.limit, total=total)
+    shown = rows[: page.limit]
+    ids = [getattr(row, public_id.key) for row in shown[:1] + shown[-1:]]
+    return Page(rows=shown, has_more=len(rows) > page.limit, total=total,
+                first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None)
 
 
 def list_fields(page: Page[Any]) -> dict[str, Any]:

@@ -111,12 +111,45 @@ def http_body_stream(
     return decorate
 
 
+UnaryHandler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+def http_body_unary(
+    wrap: Callable[[str, bytes], Resp],
+) -> Callable[[UnaryHandler[Req, Resp]], UnaryHandler[Req, Resp]]:
+    """Wraps a unary HttpBody handler like `http_body_stream` does a streaming one: an ApiError (or a bug) becomes
+    the `x-http-status` header and an OpenAI error body built with `wrap(content_type, data)`."""
+
+    def decorate(method: UnaryHandler[Req, Resp]) -> UnaryHandler[Req, Resp]:
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+            try:
+                return await method(self, request, context)
+            except ApiError as error:
+                return await _error_message(context, error, wrap)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("unhandled error in %s", method.__qualname__)
+                return await _error_message(context, internal_error(), wrap)
+
+        return wrapper
+
+    return decorate
+
+
 async def _error_messages(
     context: grpc.aio.ServicerContext, error: ApiError, started: bool, wrap: Callable[[str, bytes], Resp]
 ) -> AsyncIterator[Resp]:
-    body = error.json(request_id(context)).encode()
     if started:
-        yield wrap("text/event-stream", b"data: " + body + b"\n\n")
+        yield wrap("text/event-stream", b"data: " + error.json(request_id(context)).encode() + b"\n\n")
         return
+    yield await _error_message(context, error, wrap)
+
+
+async def _error_message(
+    context: grpc.aio.ServicerContext, error: ApiError, wrap: Callable[[str, bytes], Resp]
+) -> Resp:
+    """The whole response of a call that fails before its first byte: status header and JSON error body."""
     await send_http_status(context, error.status)
-    yield wrap("application/json", body)
+    return wrap("application/json", error.json(request_id(context)).encode())

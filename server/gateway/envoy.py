@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 
 ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
 TEMPLATE_NAME = "envoy.yaml.j2"
-LUA_PATH = ENVOY_DIR / "errors.lua"
+# The Lua filters' scripts, by the name the template uses.
+LUA_PATHS = {
+    "errors": ENVOY_DIR / "errors.lua",
+    "gateway_headers": ENVOY_DIR / "gateway_headers.lua",
+    "rate_limit_day": ENVOY_DIR / "rate_limit_day.lua",
+}
 
 READY_TIMEOUT_SECONDS = 15.0
 READY_POLL_SECONDS = 0.05
@@ -84,7 +89,7 @@ def render_config(settings: Settings, descriptor_path: Path | str) -> str:
     template = environment.get_template(TEMPLATE_NAME)
     descriptor = Path(descriptor_path).resolve()
     return template.render(
-        settings=settings, descriptor_path=descriptor, lua_path=LUA_PATH, services=service_names(descriptor)
+        settings=settings, descriptor_path=descriptor, lua_paths=LUA_PATHS, services=service_names(descriptor)
     )
 
 

@@ -34,6 +34,13 @@ class ChatCompletionRequest:
     include_usage: bool = False
     user: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # Jan's extensions: a stored conversation to continue, and whether to append this turn to it.
+    conversation_id: str | None = None
+    store: bool = True
+    # OpenAI's `"store": true` (explicit only; absent means not stored): keep the finished completion, with the
+    # request's messages in OpenAI's stored-message shape (ids are assigned when stored).
+    store_completion: bool = False
+    stored_messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
@@ -45,6 +52,7 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
         raise invalid_request("Parameter 'model' must be a non-empty string", param="model")
 
     messages = _parse_messages(payload.get("messages"))
+    store = optional_bool(payload, "store")
 
     n = optional_int(payload, "n", minimum=1)
     if n not in (None, 1):
@@ -70,7 +78,23 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
         include_usage=include_usage,
         user=optional_str(payload, "user"),
         metadata=parse_metadata(payload.get("metadata")),
+        conversation_id=_parse_conversation(payload.get("conversation")),
+        store=store is not False,
+        store_completion=store is True,
+        stored_messages=_stored_messages(payload["messages"], messages) if store else [],
     )
+
+
+def _parse_conversation(raw: Any) -> str | None:
+    """A conversation id, as a string or as OpenAI's `{"id": ...}` object."""
+    if isinstance(raw, dict):
+        raw = raw.get("id")
+        if not isinstance(raw, str):
+            raise invalid_request("'conversation.id' must be a string", param="conversation.id")
+    if raw is not None and not isinstance(raw, str):
+        raise invalid_request("'conversation' must be a conversation id or an object with an 'id'",
+                              param="conversation")
+    return raw or None
 
 
 def _parse_messages(raw: Any) -> list[ChatMessage]:
@@ -104,6 +128,25 @@ def _parse_message(item: Any, where: str) -> ChatMessage:
         name=name,
         tool_call_id=tool_call_id if role == "tool" else None,
     )
+
+
+def _stored_messages(raw_messages: list[dict[str, Any]], messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    return [_stored_message(raw, message) for raw, message in zip(raw_messages, messages, strict=True)]
+
+
+def _stored_message(raw: dict[str, Any], message: ChatMessage) -> dict[str, Any]:
+    """A request message as OpenAI lists a stored completion's messages: the role as sent, the text, and the text
+    parts when the content was an array."""
+    parts = raw.get("content")
+    stored: dict[str, Any] = {
+        "role": raw["role"],
+        "content": message.content if raw.get("content") is not None else None,
+        "name": message.name,
+        "content_parts": [{"type": "text", "text": p["text"]} for p in parts] if isinstance(parts, list) else None,
+    }
+    if message.tool_call_id is not None:
+        stored["tool_call_id"] = message.tool_call_id
+    return stored
 
 
 def _message_text(content: Any, where: str, *, allow_null: bool) -> str:

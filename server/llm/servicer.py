@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import grpc
 from google.api import httpbody_pb2
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.core.rpc import caller, http_body_stream, unary
+from server.core.pagination import PageRequest
+from server.core.rpc import caller, http_body_stream, http_body_unary, metadata, unary
 from server.gen.jan.llm.v1 import llm_pb2, llm_pb2_grpc
 from server.llm.backends.base import InferenceBackend
 from server.llm.chat import ChatCompletions
+from server.llm.completions.service import StoredCompletions
+from server.llm.memory import ConversationMemory
 from server.llm.models import ModelRegistry
 
 
@@ -23,10 +31,55 @@ def _body(content_type: str, data: bytes) -> llm_pb2.CreateChatCompletionRespons
     return llm_pb2.CreateChatCompletionResponse(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
 
 
+JsonReply = TypeVar(
+    "JsonReply",
+    llm_pb2.ListChatCompletionsResponse,
+    llm_pb2.GetChatCompletionResponse,
+    llm_pb2.ListChatCompletionMessagesResponse,
+    llm_pb2.UpdateChatCompletionResponse,
+)
+
+
+def _json_reply(reply_type: type[JsonReply]) -> Callable[[str, bytes], JsonReply]:
+    """Builds `reply_type` holding one HTTP body, for http_body_unary (which also uses it for error bodies)."""
+
+    def wrap(content_type: str, data: bytes) -> JsonReply:
+        return reply_type(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
+
+    return wrap
+
+
+def _json(reply_type: type[JsonReply], value: dict[str, Any]) -> JsonReply:
+    data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return _json_reply(reply_type)("application/json", data)
+
+
+def _page_request(
+    request: llm_pb2.ListChatCompletionsRequest | llm_pb2.ListChatCompletionMessagesRequest,
+) -> PageRequest:
+    """OpenAI lists stored completions and their messages oldest first by default."""
+    return PageRequest.from_message(request, default_order="asc")
+
+
+_METADATA_PARAM = re.compile(r"^metadata\[(.+)\]$")
+
+
+def _metadata_filter(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """OpenAI's `metadata[key]=value` query filters. The transcoder cannot map that syntax to a field, so they
+    are read from the request path it keeps in `x-envoy-original-path`."""
+    query = urlsplit(metadata(context).get("x-envoy-original-path", "")).query
+    return {
+        match.group(1): value
+        for name, value in parse_qsl(query, keep_blank_values=True)
+        if (match := _METADATA_PARAM.match(name))
+    }
+
+
 class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
-    def __init__(self, models: ModelRegistry) -> None:
+    def __init__(self, models: ModelRegistry, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._models = models
-        self._chat = ChatCompletions(models)
+        self._stored = StoredCompletions(sessions)
+        self._chat = ChatCompletions(models, ConversationMemory(sessions), self._stored)
 
     @unary
     async def ListModels(
@@ -42,11 +95,51 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
     async def CreateChatCompletion(
         self, request: llm_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm_pb2.CreateChatCompletionResponse]:
-        caller(context)
-        pieces = self._chat.create(request.body.data)
+        pieces = self._chat.create(request.body.data, caller(context).user_id)
         first = True
         async for content_type, data in pieces:
             if first and content_type == "text/event-stream":
                 await context.send_initial_metadata((("cache-control", "no-cache"),))
             first = False
             yield _body(content_type, data)
+
+    @http_body_unary(_json_reply(llm_pb2.ListChatCompletionsResponse))
+    async def ListChatCompletions(
+        self, request: llm_pb2.ListChatCompletionsRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ListChatCompletionsResponse:
+        listed = await self._stored.list_completions(
+            caller(context).user_id, _page_request(request), model=request.model or None,
+            metadata=_metadata_filter(context),
+        )
+        return _json(llm_pb2.ListChatCompletionsResponse, listed)
+
+    @http_body_unary(_json_reply(llm_pb2.GetChatCompletionResponse))
+    async def GetChatCompletion(
+        self, request: llm_pb2.GetChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.GetChatCompletionResponse:
+        completion = await self._stored.get(caller(context).user_id, request.completion_id)
+        return _json(llm_pb2.GetChatCompletionResponse, completion)
+
+    @http_body_unary(_json_reply(llm_pb2.ListChatCompletionMessagesResponse))
+    async def ListChatCompletionMessages(
+        self, request: llm_pb2.ListChatCompletionMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ListChatCompletionMessagesResponse:
+        listed = await self._stored.list_messages(caller(context).user_id, request.completion_id,
+                                                  _page_request(request))
+        return _json(llm_pb2.ListChatCompletionMessagesResponse, listed)
+
+    @http_body_unary(_json_reply(llm_pb2.UpdateChatCompletionResponse))
+    async def UpdateChatCompletion(
+        self, request: llm_pb2.UpdateChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.UpdateChatCompletionResponse:
+        completion = await self._stored.update(caller(context).user_id, request.completion_id, request.body.data)
+        return _json(llm_pb2.UpdateChatCompletionResponse, completion)
+
+    @unary
+    async def DeleteChatCompletion(
+        self, request: llm_pb2.DeleteChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.DeleteChatCompletionResponse:
+        await self._stored.delete(caller(context).user_id, request.completion_id)
+        return llm_pb2.DeleteChatCompletionResponse(
+            id=request.completion_id, object="chat.completion.deleted", deleted=True
+        )

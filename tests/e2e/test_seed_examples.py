@@ -1,5 +1,5 @@
 """The user's API reference (shared/seed) examples, run as written: only the host, model id and token placeholders
-are replaced. The API-key and MCP examples belong to later issues (API keys, MCP tools) and are tested there."""
+are replaced. The MCP examples belong to a later issue (MCP tools) and are tested there."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import httpx
 
 from tests.e2e.conftest import MODEL, guest_login
 from tests.support.stack import Stack
@@ -17,6 +19,9 @@ GUEST_LOGIN = "curl -X POST http://localhost:8000/llm/auth/guest-login"
 
 USE_TOKEN = """curl -H "Authorization: Bearer <access_token>" \\
   http://localhost:8000/v1/models"""
+
+API_KEY = """curl -H "X-API-Key: sk_your_api_key_here" \\
+  http://localhost:8000/v1/chat/completions"""
 
 REFRESH = """curl -X POST http://localhost:8000/llm/auth/refresh \\
   -H "Content-Type: application/json" \\
@@ -95,6 +100,27 @@ def test_guest_login_and_token_use(stack: Stack) -> None:
     assert {"access_token", "refresh_token", "expires_in"} <= set(login) and login["expires_in"] == 300
     models = json.loads(sh(adapt(USE_TOKEN, stack, **{"<access_token>": login["access_token"]})))
     assert models["data"][0]["id"] == MODEL
+
+
+def test_api_key_header(stack: Stack) -> None:
+    user = guest_login(stack)
+    created = httpx.post(f"{stack.base_url}/auth/api-keys", json={"name": "seed example"},
+                         headers={"Authorization": f"Bearer {user['access_token']}"})
+    key = created.json()["key"]
+    # As written, the example is a GET without a body: OpenAI's list of the caller's stored chat completions,
+    # empty for a new user.
+    listed = json.loads(sh(adapt(API_KEY, stack, sk_your_api_key_here=key)))
+    assert listed == {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False,
+                      "total": 0, "total_count": 0}
+    assert httpx.get(f"{stack.base_url}/v1/chat/completions", headers={"X-API-Key": key}).status_code == 200
+    assert json.loads(sh(adapt(API_KEY, stack)))["error"]["code"] == "invalid_api_key"
+    # The same header on the chat request of the quick start.
+    chat = adapt(API_KEY, stack, sk_your_api_key_here=key).replace(
+        "curl ", """curl -X POST -H "Content-Type: application/json" -d '{"model": "qwen2.5-0.5b-instruct", """
+        """"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 5}' """, 1
+    )
+    completion = json.loads(sh(adapt(chat, stack)))
+    assert completion["object"] == "chat.completion"
 
 
 def test_token_refresh(stack: Stack) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,18 @@ from pathlib import Path
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# Test stacks serve a whole suite from one IP and a few users: limits far above what it sends, unless a test
+# asks for small ones (tests/e2e/test_rate_limits.py).
+HIGH_PER_MINUTE = 1_000_000
+HIGH_LIMITS = {
+    "rate_limit_user_per_minute": str(HIGH_PER_MINUTE),
+    "rate_limit_ip_per_minute": str(HIGH_PER_MINUTE),
+    "api_key_tiers": json.dumps({
+        "free": {"per_minute": HIGH_PER_MINUTE, "per_day": HIGH_PER_MINUTE},
+        "pro": {"per_minute": HIGH_PER_MINUTE, "per_day": HIGH_PER_MINUTE},
+        "enterprise": {"per_minute": HIGH_PER_MINUTE},
+    }),
+}
 
 
 @dataclass
@@ -83,5 +96,5 @@ def make_stack(database_url: str | None = None, **settings: str) -> Stack:
     }
     if database_url:
         env["JAN_DATABASE_URL"] = database_url
-    env.update({f"JAN_{key.upper()}": value for key, value in settings.items()})
+    env.update({f"JAN_{key.upper()}": value for key, value in {**HIGH_LIMITS, **settings}.items()})
     return Stack(env=env)

@@ -1,8 +1,9 @@
-"""The gateway config: rendered from Settings and accepted by the real Envoy (`--mode validate` also loads
-errors.lua, the JWKS file and the descriptor set); EnvoyProcess starting and stopping the real binary.
+"""The gateway config: rendered from Settings and accepted by the real Envoy (`--mode validate` also loads the
+Lua scripts, the JWKS file and the descriptor set); EnvoyProcess starting and stopping the real binary.
 
-No gRPC services run here: Envoy's own replies (401 from jwt_authn, 503 with no upstream) are enough to see
-the listener, the auth rules and the OpenAI-shaped local replies work. Behaviour with the services is e2e.
+No gRPC services run here: Envoy's own replies (401 from jwt_authn, 503 with no upstream or no auth service) are
+enough to see the listener, the auth rules and the OpenAI-shaped local replies work. Behaviour with the services,
+API keys and rate limits included, is e2e.
 """
 
 from __future__ import annotations
@@ -68,6 +69,53 @@ def test_default_settings_render_a_valid_config(tmp_path: Path, descriptor_set: 
     assert "max_request_body_size: 8388608\n" in config
 
 
+def test_default_rate_limits_are_the_seeds(tmp_path: Path, descriptor_set: Path) -> None:
+    config = render_config(make_settings(tmp_path / "data"), descriptor_set)
+    bucket = "token_bucket: {{ max_tokens: {0}, tokens_per_fill: {0}, fill_interval: {1} }}"
+    for entries, limit, interval in (
+        ('{ key: tier, value: "free" }, { key: api_key }', 3, "60s"),
+        ('{ key: tier, value: "pro" }, { key: api_key }', 60, "60s"),
+        ('{ key: tier, value: "free" }, { key: api_key }', 50, "86400s"),
+        ('{ key: tier, value: "pro" }, { key: api_key }', 100000, "86400s"),
+        ("{ key: caller, value: user }, { key: user }", 100, "60s"),
+        ("{ key: caller, value: anonymous }, { key: remote_address }", 100, "60s"),
+    ):
+        assert f"- entries: [ {entries} ]\n                {bucket.format(limit, interval)}\n" in config
+    # Enterprise has no daily quota by default, so no daily bucket.
+    assert config.count('value: "enterprise"') == 1
+
+
+def test_rate_limit_settings_render_a_valid_config(tmp_path: Path, descriptor_set: Path) -> None:
+    settings = make_settings(
+        tmp_path / "data",
+        rate_limit_user_per_minute=7,
+        rate_limit_ip_per_minute=9,
+        rate_limit_routes={"/v1/chat/completions": 20, '/odd"path': 5},
+        api_key_tiers={"basic": {"per_minute": 11}, "team-2": {"per_minute": 13, "per_day": 1000}},
+        api_key_default_tier="basic",
+    )
+    result = validate(settings, descriptor_set, tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = render_config(settings, descriptor_set)
+    for expected in (
+        'descriptor_value: "/v1/chat/completions"',
+        'string_match: { prefix: "/odd\\"path" }',
+        '{ key: tier, value: "team-2" }, { key: api_key } ]\n                token_bucket: { max_tokens: 1000,',
+        "max_tokens: 7,",
+        "max_tokens: 9,",
+    ):
+        assert expected in config
+
+
+def test_without_daily_quotas_there_is_no_daily_limiter(tmp_path: Path, descriptor_set: Path) -> None:
+    settings = make_settings(tmp_path / "data", api_key_tiers={"pro": {"per_minute": 60}})
+    result = validate(settings, descriptor_set, tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = render_config(settings, descriptor_set)
+    assert "rate_limit_minute" in config
+    assert "rate_limit_day" not in config
+
+
 def test_non_default_settings_render_a_valid_config(tmp_path: Path, descriptor_set: Path) -> None:
     # A data dir with a space and a colon checks that paths are quoted.
     settings = make_settings(
@@ -97,15 +145,16 @@ def test_non_default_settings_render_a_valid_config(tmp_path: Path, descriptor_s
         assert expected in config
 
 
-def test_validation_loads_the_lua_script(
-    tmp_path: Path, descriptor_set: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("script", sorted(envoy.LUA_PATHS))
+def test_validation_loads_the_lua_scripts(
+    tmp_path: Path, descriptor_set: Path, monkeypatch: pytest.MonkeyPatch, script: str
 ) -> None:
-    """Proves the tests above would catch a Lua syntax error in errors.lua."""
-    broken = tmp_path / "errors.lua"
-    shutil.copyfile(envoy.LUA_PATH, broken)
+    """Proves the tests above would catch a Lua syntax error in any of the scripts."""
+    broken = tmp_path / f"{script}.lua"
+    shutil.copyfile(envoy.LUA_PATHS[script], broken)
     with broken.open("a") as lua:
         lua.write("\nfunction unfinished(\n")
-    monkeypatch.setattr(envoy, "LUA_PATH", broken)
+    monkeypatch.setitem(envoy.LUA_PATHS, script, broken)
     result = validate(make_settings(tmp_path / "data"), descriptor_set, tmp_path)
     assert result.returncode != 0
     assert "script load error" in result.stderr
@@ -130,20 +179,26 @@ async def running_envoy(tmp_path: Path, descriptor_set: Path) -> AsyncIterator[S
 
 async def test_envoy_process_serves_openai_shaped_local_replies(running_envoy: Settings) -> None:
     async with httpx.AsyncClient(base_url=running_envoy.public_url) as client:
-        missing_token = await client.get("/v1/models", headers={"x-user-id": "spoofed"})
+        bad_token = await client.get("/v1/models", headers={"Authorization": "Bearer eyJnot.a.jwt"})
+        no_auth_service = await client.get("/v1/models", headers={"x-user-id": "spoofed"})
         no_upstream = await client.get("/healthz")
-    assert missing_token.status_code == 401
-    assert missing_token.headers["www-authenticate"].startswith("Bearer")
-    assert missing_token.json() == {
+    assert bad_token.status_code == 401
+    assert bad_token.headers["www-authenticate"].startswith("Bearer")
+    assert bad_token.json() == {
         "error": {
             "type": "auth_error",
             "code": "unauthorized",
-            "message": "Jwt is missing",
+            "message": "Jwt header is an invalid JSON",
             "param": None,
-            "request_id": missing_token.headers["x-request-id"],
+            "request_id": bad_token.headers["x-request-id"],
         }
     }
-    # /healthz needs no token, so it reaches the (absent) gRPC services.
+    # Without a JWT, ext_authz asks the (absent) auth service: nobody gets in, and it is a 503, not a 401.
+    assert no_auth_service.status_code == 503
+    assert no_auth_service.json()["error"]["code"] == "service_unavailable"
+    assert no_auth_service.json()["error"]["message"] == "The authentication service is unavailable; retry shortly"
+    assert no_auth_service.json()["error"]["request_id"] == no_auth_service.headers["x-request-id"]
+    # /healthz needs no credential, so it reaches the (absent) gRPC services.
     assert no_upstream.status_code == 503
     assert no_upstream.json()["error"]["code"] == "service_unavailable"
     assert no_upstream.json()["error"]["request_id"] == no_upstream.headers["x-request-id"]

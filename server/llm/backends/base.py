@@ -62,6 +62,8 @@ class BackendInfo:
 class InferenceBackend(ABC):
     """A loaded model that generates chat completions.
 
+    `history` marks stored conversation messages (`messages[history.start:history.stop]`): when the prompt does
+    not fit the context, the backend drops them oldest-first rather than failing.
     `generate` raises server.core.errors.ApiError for what the client should see: 429 `server_busy` when its
     wait queue is full, 400 `context_length_exceeded` when the prompt does not fit, 503 when the backend is down
     (`server_shutting_down` for generations that close() ended).
@@ -85,6 +87,6 @@ class InferenceBackend(ABC):
 
     @abstractmethod
     def generate(
-        self, messages: list[ChatMessage], params: SamplingParams
+        self, messages: list[ChatMessage], params: SamplingParams, history: range = range(0)
     ) -> AsyncGenerator[GenerationEvent, None]:
         """Streams TextDelta events, then exactly one Finish."""

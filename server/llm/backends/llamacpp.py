@@ -39,7 +39,7 @@ from server.llm.backends.base import (
     TextDelta,
 )
 from server.llm.backends.llamacpp_pool import Instance, InstancePool, ThreadBudget, thread_caps
-from server.llm.backends.prompt import ChatTemplate, ChatTemplateError, StopStringFilter
+from server.llm.backends.prompt import ChatTemplate, ChatTemplateError, StopStringFilter, drop_history_to_fit
 
 # Prompt tokens evaluated between two cancellation checks: about 0.4 s on one core for SmolLM2-135M, and no
 # slower overall than llama.cpp's default 512-token batches.
@@ -49,6 +49,10 @@ PREFILL_CHUNK_TOKENS = 64
 # server. OpenAI exposes only temperature and top_p; these keep a small model from sampling junk at 1.0.
 TOP_K = 40
 MIN_P = 0.05
+
+# Tokens kept free for the answer when stored conversation history must be trimmed and max_tokens is unset
+# (at most a quarter of the context either way).
+HISTORY_REPLY_ROOM = 512
 
 # llama.cpp reads this seed value as "pick a random seed".
 _RANDOM_SEED = llama_cpp.LLAMA_DEFAULT_SEED
@@ -102,6 +106,7 @@ class _Job:
 
     messages: list[ChatMessage]
     params: SamplingParams
+    history: range  # stored conversation messages, dropped oldest-first when the prompt does not fit
     emit: Callable[[TextDelta], object]  # thread-safe: schedules the delta onto the request's queue
     cancelled: threading.Event  # set when the consumer is gone; checked between tokens and prefill chunks
 
@@ -187,7 +192,7 @@ class LlamaCppBackend(InferenceBackend):
         self._ready = False
 
     async def generate(
-        self, messages: list[ChatMessage], params: SamplingParams
+        self, messages: list[ChatMessage], params: SamplingParams, history: range = range(0)
     ) -> AsyncGenerator[GenerationEvent, None]:
         """Streams deltas, then one Finish. Waiting for an instance happens on the first iteration, which is
         where 429 `server_busy` surfaces."""
@@ -202,7 +207,7 @@ class LlamaCppBackend(InferenceBackend):
         events: asyncio.Queue[TextDelta | Finish | BaseException] = asyncio.Queue()
         cancelled = threading.Event()
         job = _Job(
-            messages, params, lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta), cancelled
+            messages, params, history, lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta), cancelled
         )
         work = instance.thread.submit(self._serve, loop, instance, job, events)
         self._in_flight[work] = cancelled
@@ -256,13 +261,20 @@ class LlamaCppBackend(InferenceBackend):
         assert self._template is not None and self._grammars is not None
         llm = instance.llm
         params = job.params
-        try:
-            prompt = self._template.render(job.messages)
-        except ChatTemplateError as error:
-            raise invalid_request(str(error), param="messages") from error
-        # Templates emit bos_token themselves when the model wants it; special=True parses control tokens.
-        prompt_tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        template = self._template
+
+        def tokenize(messages: list[ChatMessage]) -> list[int]:
+            try:
+                prompt = template.render(messages)
+            except ChatTemplateError as error:
+                raise invalid_request(str(error), param="messages") from error
+            # Templates emit bos_token themselves when the model wants it; special=True parses control tokens.
+            return llm.tokenize(prompt.encode(), add_bos=False, special=True)
+
         context_size = llm.n_ctx()
+        # Stored history gives way so the answer keeps room: the requested max_tokens, within limits.
+        reply_room = min(params.max_tokens or HISTORY_REPLY_ROOM, context_size // 4)
+        _, prompt_tokens = drop_history_to_fit(job.messages, job.history, tokenize, context_size - reply_room)
         if len(prompt_tokens) >= context_size:
             raise invalid_request(
                 f"This model's maximum context length is {context_size} tokens, but the messages take "

@@ -1,9 +1,10 @@
-"""Text-level helpers any backend that generates from a raw prompt can share: chat-template rendering and
-stop-string matching."""
+"""Text-level helpers any backend that generates from a raw prompt can share: chat-template rendering,
+fitting stored history into the context, and stop-string matching."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -93,6 +94,38 @@ def _message_dict(message: ChatMessage) -> dict[str, str]:
     if message.tool_call_id is not None:
         rendered["tool_call_id"] = message.tool_call_id
     return rendered
+
+
+def drop_history_to_fit(
+    messages: list[ChatMessage], history: range, count_tokens: Callable[[list[ChatMessage]], Sequence[int]], limit: int
+) -> tuple[list[ChatMessage], Sequence[int]]:
+    """Drops the fewest oldest messages of `history` so the prompt takes at most `limit` tokens.
+
+    Returns the messages and their prompt tokens. When even dropping all of history is not enough, all of it is
+    dropped and the caller decides (the messages the client sent are never dropped). Dropping more messages never
+    makes a prompt longer, so a binary search needs about log2(len(history)) tokenizations.
+    """
+    tokens = count_tokens(messages)
+    if len(tokens) <= limit or not history:
+        return messages, tokens
+
+    def without(dropped: int) -> list[ChatMessage]:
+        return messages[: history.start] + messages[history.start + dropped :]
+
+    low, high = 1, len(history)  # the answer lies in [low, high]: dropping `high` is the most we may do
+    best = without(high)
+    best_tokens = count_tokens(best)
+    if len(best_tokens) > limit:
+        return best, best_tokens
+    while low < high:
+        middle = (low + high) // 2
+        candidate = without(middle)
+        candidate_tokens = count_tokens(candidate)
+        if len(candidate_tokens) <= limit:
+            high, best, best_tokens = middle, candidate, candidate_tokens
+        else:
+            low = middle + 1
+    return best, best_tokens
 
 
 class StopStringFilter:

@@ -1,4 +1,4 @@
-"""api keys, projects, conversations
+"""api keys, projects, conversations, stored chat completions
 
 Revision ID: 0002
 Revises: 0001
@@ -114,8 +114,56 @@ def upgrade() -> None:
     with op.batch_alter_table("conversation_items", schema=None) as batch_op:
         batch_op.create_index("ix_conversation_items_conversation_pk_pk", ["conversation_pk", "pk"], unique=False)
 
+    op.create_table(
+        "chat_completions",
+        sa.Column("pk", ROW_KEY, autoincrement=True, nullable=False),
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=64), nullable=False),
+        sa.Column("model", sa.String(length=256), nullable=False),
+        sa.Column("metadata", sa.JSON(), nullable=False),
+        sa.Column("completion", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_chat_completions_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("pk", name=op.f("pk_chat_completions")),
+        sa.UniqueConstraint("id", name=op.f("uq_chat_completions_id")),
+    )
+    with op.batch_alter_table("chat_completions", schema=None) as batch_op:
+        batch_op.create_index("ix_chat_completions_user_id_pk", ["user_id", "pk"], unique=False)
+        batch_op.create_index("ix_chat_completions_user_id_model_pk", ["user_id", "model", "pk"], unique=False)
+
+    op.create_table(
+        "chat_completion_messages",
+        sa.Column("pk", ROW_KEY, autoincrement=True, nullable=False),
+        sa.Column("id", sa.String(length=80), nullable=False),
+        sa.Column("completion_pk", ROW_KEY, nullable=False),
+        sa.Column("message", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["completion_pk"],
+            ["chat_completions.pk"],
+            name=op.f("fk_chat_completion_messages_completion_pk_chat_completions"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("pk", name=op.f("pk_chat_completion_messages")),
+        sa.UniqueConstraint("id", name=op.f("uq_chat_completion_messages_id")),
+    )
+    with op.batch_alter_table("chat_completion_messages", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_chat_completion_messages_completion_pk_pk", ["completion_pk", "pk"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("chat_completion_messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_chat_completion_messages_completion_pk_pk")
+
+    op.drop_table("chat_completion_messages")
+    with op.batch_alter_table("chat_completions", schema=None) as batch_op:
+        batch_op.drop_index("ix_chat_completions_user_id_model_pk")
+        batch_op.drop_index("ix_chat_completions_user_id_pk")
+
+    op.drop_table("chat_completions")
     with op.batch_alter_table("conversation_items", schema=None) as batch_op:
         batch_op.drop_index("ix_conversation_items_conversation_pk_pk")
 

@@ -1,0 +1,141 @@
+"""Chat completions that continue a stored conversation.
+
+The prompt is the project's instruction (as the system message), the conversation's stored items, then the
+messages of the request. After the answer, the request's new turn and the answer are appended in one transaction:
+a completion that fails or is abandoned appends nothing, so a conversation never holds half an exchange.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.core.db import utcnow
+from server.core.errors import ApiError
+from server.llm.backends.base import ChatMessage
+from server.llm.conversations.items import NewItem
+from server.llm.conversations.store import (
+    Conversation,
+    ConversationItem,
+    add_items,
+    get_owned_conversation,
+    recent_items,
+)
+from server.llm.conversations.titles import title_from_text
+from server.llm.projects.store import get_owned_project
+
+TEXT_PART_TYPES = ("input_text", "output_text", "text")
+
+
+@dataclass(frozen=True)
+class ConversationTurn:
+    """One chat completion inside a conversation: its prompt, and what it appends once answered."""
+
+    conversation_id: str
+    title: str | None
+    messages: list[ChatMessage]
+    history: range  # the stored items in `messages`: the backend may drop them oldest-first to fit
+    new_messages: list[ChatMessage]
+    first_user_text: str | None  # of the stored history, for titling an untitled conversation
+
+
+def conversation_not_found(conversation_id: str) -> ApiError:
+    return ApiError(
+        404, f"Conversation '{conversation_id}' not found", code="conversation_not_found", param="conversation"
+    )
+
+
+class ConversationMemory:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def open(
+        self, user_id: str, conversation_id: str, request_messages: list[ChatMessage], context_size: int
+    ) -> ConversationTurn:
+        async with self._sessions() as session:
+            conversation = await get_owned_conversation(session, user_id, conversation_id)
+            if conversation is None:
+                raise conversation_not_found(conversation_id)
+            instruction = await _project_instruction(session, user_id, conversation)
+            # Every item takes several prompt tokens, so more items than the context has tokens can never fit.
+            items = await recent_items(session, conversation, context_size)
+        history = [message for item in items if (message := _prompt_message(item)) is not None]
+        system = [ChatMessage(role="system", content=instruction)] if instruction else []
+        first_user = next((m.content for m in history if m.role == "user"), None)
+        return ConversationTurn(
+            conversation_id=conversation.id,
+            title=conversation.title,
+            messages=[*system, *history, *request_messages],
+            history=range(len(system), len(system) + len(history)),
+            new_messages=_new_turn(request_messages),
+            first_user_text=first_user,
+        )
+
+    async def append(self, user_id: str, turn: ConversationTurn, answer: str, finish_reason: str) -> dict[str, Any]:
+        """Stores the turn and the answer; returns the `conversation` field of the reply: `{id, title}`."""
+        async with self._sessions.begin() as session:
+            conversation = await get_owned_conversation(session, user_id, turn.conversation_id)
+            if conversation is None:  # deleted while the answer was generated
+                raise conversation_not_found(turn.conversation_id)
+            # An answer cut off by max_tokens is kept, marked as OpenAI marks such output.
+            answer_status = "completed" if finish_reason == "stop" else "incomplete"
+            items = [_new_item(message) for message in turn.new_messages]
+            items.append(_new_item(ChatMessage(role="assistant", content=answer), answer_status))
+            await add_items(session, conversation, items)
+            if conversation.title is None:
+                new_user = next((m.content for m in turn.new_messages if m.role == "user"), None)
+                conversation.title = title_from_text(turn.first_user_text or new_user or "")
+            conversation.updated_at = utcnow()
+            result: dict[str, Any] = {"id": conversation.id, "title": conversation.title}
+        return result
+
+
+async def _project_instruction(session: AsyncSession, user_id: str, conversation: Conversation) -> str | None:
+    if conversation.project_id is None:
+        return None
+    project = await get_owned_project(session, user_id, conversation.project_id)
+    return project.instruction if project is not None else None
+
+
+def _new_turn(request_messages: list[ChatMessage]) -> list[ChatMessage]:
+    """What the request adds to the conversation: its messages after its last assistant message, except system
+    messages (they instruct this request, as the project's instruction does for all of them)."""
+    last_assistant = max((i for i, m in enumerate(request_messages) if m.role == "assistant"), default=-1)
+    return [m for m in request_messages[last_assistant + 1 :] if m.role != "system"]
+
+
+def _prompt_message(item: ConversationItem) -> ChatMessage | None:
+    """A stored item as a prompt message; None for items with no text (e.g. only images, which this text model
+    cannot see)."""
+    if item.type == "function_call":
+        call = json.dumps({"name": item.name, "arguments": item.arguments}, ensure_ascii=False)
+        return ChatMessage(role="assistant", content=call)
+    if item.type == "function_call_output":
+        return ChatMessage(role="tool", content=item.output or "", tool_call_id=item.call_id)
+    if item.type != "message" or item.role is None:
+        return None
+    texts = [
+        part.get("text") if part.get("type") in TEXT_PART_TYPES else part.get("refusal")
+        for part in item.content or ()
+    ]
+    text = "\n".join(t for t in texts if isinstance(t, str))
+    if not text:
+        return None
+    role = {"developer": "system"}.get(item.role, item.role)
+    if role not in ("system", "user", "assistant"):
+        return None
+    return ChatMessage(role=role, content=text)  # type: ignore[arg-type]
+
+
+def _new_item(message: ChatMessage, status: str = "completed") -> NewItem:
+    if message.role == "tool":
+        return NewItem(type="function_call_output", status=status, call_id=message.tool_call_id,
+                       output=message.content)
+    if message.role == "assistant":
+        part: dict[str, Any] = {"type": "output_text", "text": message.content, "annotations": []}
+    else:
+        part = {"type": "input_text", "text": message.content}
+    return NewItem(type="message", status=status, role=message.role, content=[part])
