@@ -69,6 +69,23 @@ def guest_token(stack: Stack) -> str:
         connection.close()
 
 
+def api_key(stack: Stack, token: str) -> str:
+    """A new API key of the guest behind `token`, from POST /auth/api-keys."""
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        body = json.dumps({"name": "bench"}).encode()
+        connection.request("POST", "/auth/api-keys", body=body,
+                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        reply = response.read()
+        if response.status != 201:
+            raise RuntimeError(f"API key creation failed: {response.status} {reply!r}")
+        return str(json.loads(reply)["key"])
+    finally:
+        connection.close()
+
+
 def process_tree(pid: int) -> list[int]:
     """pid and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
