@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         default_factory=dict, description="path prefix -> extra per-minute limit per caller on those paths"
     )
 
+    # MCP tools: web search and scrape (server/mcp/tools/web)
+
+    # MCP tools: file search and embeddings (server/mcp/tools/file_search, server/llm/embeddings)
+
+    # MCP tools: python sandbox (server/mcp/tools/python_exec)
+
     # Models
     models: list[ModelSettings] = Field(default_factory=default_models)
 
