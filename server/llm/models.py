@@ -9,17 +9,18 @@ import os
 from server.core.config import ModelSettings
 from server.core.errors import model_not_found, unavailable
 from server.llm.backends.base import InferenceBackend
+from server.llm.cpu_budget import ThreadBudget
 
 log = logging.getLogger(__name__)
 
 
-def create_backend(settings: ModelSettings) -> InferenceBackend:
+def create_backend(settings: ModelSettings, budget: ThreadBudget) -> InferenceBackend:
     if settings.backend == "llamacpp":
         from server.llm.backends.llamacpp import LlamaCppBackend
 
         # The GGUF's mtime is a creation time that stays stable across restarts.
         created = int(os.stat(settings.path).st_mtime) if os.path.exists(settings.path) else 0
-        return LlamaCppBackend(settings, created=created)
+        return LlamaCppBackend(settings, created=created, budget=budget)
     raise ValueError(f"unknown backend {settings.backend!r}")
 
 
@@ -31,8 +32,9 @@ class ModelRegistry:
         self._load_failures: dict[str, str] = {}
 
     @classmethod
-    def from_settings(cls, models: list[ModelSettings]) -> ModelRegistry:
-        return cls([create_backend(model) for model in models])
+    def from_settings(cls, models: list[ModelSettings], budget: ThreadBudget) -> ModelRegistry:
+        """`budget`: the process's CPU threads, which the models share with each other and the embedder."""
+        return cls([create_backend(model, budget) for model in models])
 
     def get(self, model_id: str) -> InferenceBackend:
         backend = self._backends.get(model_id)

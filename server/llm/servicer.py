@@ -18,6 +18,8 @@ from server.gen.jan.llm.v1 import llm_pb2, llm_pb2_grpc
 from server.llm.backends.base import InferenceBackend
 from server.llm.chat import ChatCompletions
 from server.llm.completions.service import StoredCompletions
+from server.llm.embeddings import Embedder
+from server.llm.embeddings.api import EmbeddingsApi
 from server.llm.memory import ConversationMemory
 from server.llm.models import ModelRegistry
 
@@ -29,6 +31,10 @@ def _model_message(backend: InferenceBackend) -> llm_pb2.Model:
 
 def _body(content_type: str, data: bytes) -> llm_pb2.CreateChatCompletionResponse:
     return llm_pb2.CreateChatCompletionResponse(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
+
+
+def _embedding_body(content_type: str, data: bytes) -> llm_pb2.CreateEmbeddingResponse:
+    return llm_pb2.CreateEmbeddingResponse(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
 
 
 JsonReply = TypeVar(
@@ -76,8 +82,11 @@ def _metadata_filter(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 
 class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
-    def __init__(self, models: ModelRegistry, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, models: ModelRegistry, sessions: async_sessionmaker[AsyncSession], embedder: Embedder
+    ) -> None:
         self._models = models
+        self._embeddings = EmbeddingsApi(embedder)
         self._stored = StoredCompletions(sessions)
         self._chat = ChatCompletions(models, ConversationMemory(sessions), self._stored)
 
@@ -102,6 +111,13 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
                 await context.send_initial_metadata((("cache-control", "no-cache"),))
             first = False
             yield _body(content_type, data)
+
+    @http_body_stream(_embedding_body)
+    async def CreateEmbedding(
+        self, request: llm_pb2.CreateEmbeddingRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[llm_pb2.CreateEmbeddingResponse]:
+        async for piece in self._embeddings.create(request.body.data):
+            yield _embedding_body("application/json", piece)
 
     @http_body_unary(_json_reply(llm_pb2.ListChatCompletionsResponse))
     async def ListChatCompletions(

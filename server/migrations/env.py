@@ -16,7 +16,10 @@ from sqlalchemy.pool import NullPool
 import server.auth.store
 import server.llm.completions.store
 import server.llm.conversations.store
-import server.llm.projects.store  # noqa: F401
+import server.llm.projects.store
+import server.mcp.store
+import server.mcp.tools.file_search.store
+import server.mcp.tools.web.store  # noqa: F401
 from server.core.db import Base
 
 target_metadata = Base.metadata

@@ -1,5 +1,5 @@
 """The user's API reference (shared/seed) examples, run as written: only the host, model id and token placeholders
-are replaced. The MCP examples belong to a later issue (MCP tools) and are tested there."""
+are replaced."""
 
 from __future__ import annotations
 
@@ -78,6 +78,18 @@ const response = await client.chat.completions.create({
 });
 console.log(JSON.stringify(response));
 """
+
+MCP_TOOLS = """curl -X POST http://localhost:8000/v1/mcp \\
+  -H "Authorization: Bearer $TOKEN" \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "jsonrpc": "2.0",
+    "method": "tools/call",
+    "params": {
+      "name": "google_search",
+      "arguments": {"q": "AI news"}
+    }
+  }'"""
 
 
 def adapt(example: str, stack: Stack, **placeholders: str) -> str:
@@ -163,3 +175,18 @@ def test_node_sdk_example(stack: Stack) -> None:
         script.unlink()
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_mcp_tools_call(stack: Stack) -> None:
+    """No `id` and no initialize, as written: answered (with `"id": null`) rather than taken for a notification."""
+    token = guest_login(stack)["access_token"]
+    answer = json.loads(sh(f"TOKEN={token}\n" + adapt(MCP_TOOLS, stack)))
+    assert answer["jsonrpc"] == "2.0" and answer["id"] is None
+    result = answer["result"]
+    assert result["content"][0]["type"] == "text"
+    if not (stack.env.get("JAN_SEARXNG_URL") or stack.env.get("JAN_SERPER_API_KEY")):
+        # No search engine configured: still a JSON-RPC result, saying which setting is missing.
+        assert result["isError"] is True
+        assert "JAN_SEARXNG_URL" in result["content"][0]["text"] or "JAN_SERPER_API_KEY" in result["content"][0]["text"]
+    else:
+        assert result["isError"] is False and result["structuredContent"]["query"] == "AI news"

@@ -18,8 +18,9 @@ from server.core.config import ModelSettings, bundled_smollm2_path, usable_cpus
 from server.core.errors import ApiError
 from server.llm.backends.base import ChatMessage, Finish, GenerationEvent, SamplingParams, TextDelta
 from server.llm.backends.llamacpp import LlamaCppBackend, _token_bytes
-from server.llm.backends.llamacpp_pool import Instance, ThreadBudget, thread_caps
+from server.llm.backends.llamacpp_pool import Instance, fit_threads, thread_caps
 from server.llm.backends.prompt import ChatTemplate, StopStringFilter
+from server.llm.cpu_budget import ThreadBudget
 
 MODEL_PATH = bundled_smollm2_path()
 
@@ -322,20 +323,20 @@ def test_thread_share_follows_active_generations(monkeypatch: pytest.MonkeyPatch
     budget = ThreadBudget(4)
     first, capped = instance("first", 4), instance("capped", 1)
     budget.enter()
-    budget.fit(first)
+    fit_threads(budget, first)
     assert calls == [] and first.threads == 4  # alone: the whole budget, already set
     budget.enter()
-    budget.fit(first)
-    budget.fit(first)
+    fit_threads(budget, first)
+    fit_threads(budget, first)
     assert calls == [("first", 2, 2)]  # two generating: half each, set once
     budget.enter()
-    budget.fit(first)
-    budget.fit(capped)
+    fit_threads(budget, first)
+    fit_threads(budget, capped)
     assert calls[-1] == ("first", 1, 1) and capped.threads == 1  # 4 // 3 = 1
     for _ in range(2):
         budget.leave()
-    budget.fit(first)
-    budget.fit(capped)
+    fit_threads(budget, first)
+    fit_threads(budget, capped)
     assert calls[-1] == ("first", 4, 4) and len(calls) == 3  # back to the whole budget; the cap holds
     budget.leave()
     assert budget.active == 0

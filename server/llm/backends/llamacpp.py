@@ -38,8 +38,9 @@ from server.llm.backends.base import (
     SamplingParams,
     TextDelta,
 )
-from server.llm.backends.llamacpp_pool import Instance, InstancePool, ThreadBudget, thread_caps
+from server.llm.backends.llamacpp_pool import Instance, InstancePool, fit_threads, thread_caps
 from server.llm.backends.prompt import ChatTemplate, ChatTemplateError, StopStringFilter, drop_history_to_fit
+from server.llm.cpu_budget import ThreadBudget
 
 # Prompt tokens evaluated between two cancellation checks: about 0.4 s on one core for SmolLM2-135M, and no
 # slower overall than llama.cpp's default 512-token batches.
@@ -115,7 +116,7 @@ class LlamaCppBackend(InferenceBackend):
     """`pool_size` instances of one GGUF model, each generating for one request at a time; the instances
     generating at any moment share `threads` CPU threads."""
 
-    def __init__(self, settings: ModelSettings, *, created: int) -> None:
+    def __init__(self, settings: ModelSettings, *, created: int, budget: ThreadBudget | None = None) -> None:
         self.settings = settings
         self.info = BackendInfo(
             model_id=settings.id,
@@ -125,7 +126,8 @@ class LlamaCppBackend(InferenceBackend):
             extra={"backend": "llamacpp", "pool_size": settings.pool_size, "threads": settings.threads},
         )
         self._pool = InstancePool(settings.id, settings.queue_size)
-        self._budget = ThreadBudget(settings.threads)
+        # Shared with the process's other computations when given (ModelRegistry does).
+        self._budget = budget or ThreadBudget(settings.threads)
         self._instances: list[Instance] = []
         self._template: ChatTemplate | None = None
         self._grammars: _GrammarCache | None = None
@@ -288,7 +290,7 @@ class LlamaCppBackend(InferenceBackend):
             budget = min(budget, params.max_tokens)
         if budget <= 0:
             return Finish("length", len(prompt_tokens), 0)
-        if not _prefill(llm, prompt_tokens, job.cancelled, lambda: self._budget.fit(instance)):
+        if not _prefill(llm, prompt_tokens, job.cancelled, lambda: fit_threads(self._budget, instance)):
             return None
 
         llm.set_seed(params.seed % _RANDOM_SEED if params.seed is not None else _RANDOM_SEED)
@@ -329,7 +331,7 @@ class LlamaCppBackend(InferenceBackend):
             if completion_tokens >= budget:
                 break
             # The generator decodes this token when asked for the next one: size that step.
-            self._budget.fit(instance)
+            fit_threads(self._budget, instance)
         # A character left incomplete by the length cutoff is dropped rather than sent as U+FFFD.
         tail = stops.flush()
         if tail:

@@ -4,7 +4,6 @@ instances that are generating share."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 import llama_cpp
 
 from server.core.errors import server_busy, shutting_down
+from server.llm.cpu_budget import ThreadBudget
 
 
 @dataclass
@@ -43,38 +43,13 @@ def thread_caps(budget: int, pool_size: int, cpus: int) -> list[int]:
     return caps
 
 
-class ThreadBudget:
-    """`total` CPU threads shared by the instances that are generating. Thread-safe."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._active = 0
-        self._lock = threading.Lock()
-
-    @property
-    def active(self) -> int:
-        """Instances generating (prefill or decode) right now."""
-        return self._active
-
-    def enter(self) -> None:
-        with self._lock:
-            self._active += 1
-
-    def leave(self) -> None:
-        with self._lock:
-            self._active -= 1
-
-    def share(self, instance: Instance) -> int:
-        """Threads for this generating instance now: an equal share of the budget, within [1, its cap]."""
-        return max(1, min(instance.max_threads, self.total // max(1, self._active)))
-
-    def fit(self, instance: Instance) -> None:
-        """Called by the instance's worker thread before each llama.cpp step; a no-op unless its share moved.
-        A lowered count takes effect at the instance's next token (within ~10 ms)."""
-        threads = self.share(instance)
-        if threads != instance.threads:
-            llama_cpp.llama_set_n_threads(instance.llm.ctx, threads, threads)
-            instance.threads = threads
+def fit_threads(budget: ThreadBudget, instance: Instance) -> None:
+    """Called by the instance's worker thread before each llama.cpp step; a no-op unless its share moved.
+    A lowered count takes effect at the instance's next token (within ~10 ms)."""
+    threads = budget.share(instance.max_threads)
+    if threads != instance.threads:
+        llama_cpp.llama_set_n_threads(instance.llm.ctx, threads, threads)
+        instance.threads = threads
 
 
 class InstancePool:
