@@ -25,12 +25,19 @@ from server.core.db import Base
 target_metadata = Base.metadata
 
 
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leaves autogenerate blind to the vector tables file search creates at run time (sqlite-vec's virtual table and
+    its shadow tables, pgvector's table): they need an extension the migration's connection may not have."""
+    return not (type_ == "table" and name is not None and name.startswith("file_search_vectors"))
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         # SQLite can't ALTER most things; batch mode recreates the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
+        include_name=_include_name,
         compare_type=True,
     )
     with context.begin_transaction():
