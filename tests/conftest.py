@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.core.db import create_engine, session_factory
+from server.core.migrate import run_migrations
 from tests.support.postgres import PostgresServer
 from tests.support.stack import Stack, make_stack
 
@@ -34,6 +37,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: igno
     """An empty database of each kind, for tests of storage code. The SQLite file's folder does not exist yet:
     migrations create it."""
     return _database_url(request.param, request, str(tmp_path / "db" / "jan.db"))
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a migrated database of each kind."""
+    await run_migrations(database_url)
+    engine = create_engine(database_url)
+    yield session_factory(engine)
+    await engine.dispose()
 
 
 @pytest.fixture(scope="session", params=DATABASES)

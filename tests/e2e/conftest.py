@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -39,6 +41,21 @@ def auth_headers(guest: dict[str, str]) -> dict[str, str]:
 def client(stack: Stack, guest: dict[str, str]) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=guest["access_token"], max_retries=0) as sdk:
         yield sdk
+
+
+def mcp_rpc(stack: Stack, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-RPC result of one stateless `POST /v1/mcp` request by a fresh guest."""
+    token = guest_login(stack)["access_token"]
+    response = httpx.post(
+        f"{stack.base_url}/v1/mcp",
+        content=json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                 "Accept": "application/json, text/event-stream"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["result"]
+    return result
 
 
 def assert_error_envelope(response: httpx.Response, status: int, *, type: str, code: str | None = None,

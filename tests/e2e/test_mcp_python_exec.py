@@ -13,11 +13,10 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.e2e.conftest import guest_login
+from tests.e2e.conftest import mcp_rpc
 from tests.support.sandboxfusion_standin import SandboxFusionStandIn
 from tests.support.stack import Stack, make_stack
 
@@ -48,26 +47,9 @@ def remote_stack(standin: SandboxFusionStandIn) -> Iterator[Stack]:
     stack.stop()
 
 
-def rpc(stack: Stack, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    token = guest_login(stack)["access_token"]
-    response = httpx.post(
-        f"{stack.base_url}/v1/mcp",
-        content=json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-        },
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()["result"]
-    return result
-
-
 def python_exec(stack: Stack, code: str, **arguments: Any) -> dict[str, Any]:
     """The payload of a successful call; checked against the advertised outputSchema and the text content."""
-    result = rpc(
+    result = mcp_rpc(
         stack, "tools/call", {"name": "python_exec", "arguments": {"code": code, "approved": True, **arguments}}
     )
     assert result["isError"] is False, result["content"][0]["text"]
@@ -78,7 +60,7 @@ def python_exec(stack: Stack, code: str, **arguments: Any) -> dict[str, Any]:
 
 
 def listed(stack: Stack) -> dict[str, Any]:
-    tools = {tool["name"]: tool for tool in rpc(stack, "tools/list", {})["tools"]}
+    tools = {tool["name"]: tool for tool in mcp_rpc(stack, "tools/list", {})["tools"]}
     return tools["python_exec"]
 
 
@@ -107,7 +89,7 @@ def test_prints_and_exceptions(sandbox_stack: Stack) -> None:
 
 def test_the_approval_gate(sandbox_stack: Stack) -> None:
     for arguments in ({"code": "print(1)"}, {"code": "print(1)", "approved": False}):
-        result = rpc(sandbox_stack, "tools/call", {"name": "python_exec", "arguments": arguments})
+        result = mcp_rpc(sandbox_stack, "tools/call", {"name": "python_exec", "arguments": arguments})
         assert result["isError"] is True and "approved=true" in result["content"][0]["text"]
 
 

@@ -7,11 +7,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.e2e.conftest import guest_login
+from tests.e2e.conftest import mcp_rpc
 from tests.support.ports import free_port
 from tests.support.search_standin import ARTICLE_TITLE, NOTES_TEXT, SERPER_KEY, SearchStandin
 from tests.support.stack import Stack, make_stack
@@ -50,28 +49,13 @@ def serper_stack(standin: SearchStandin) -> Iterator[Stack]:
     stack.stop()
 
 
-def rpc(stack: Stack, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The JSON-RPC result of one request by a fresh guest."""
-    token = guest_login(stack)["access_token"]
-    response = httpx.post(
-        f"{stack.base_url}/v1/mcp",
-        content=json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                 "Accept": "application/json, text/event-stream"},
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()["result"]
-    return result
-
-
 def call_tool(stack: Stack, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """The MCP tools/call result (content, structuredContent, isError); a payload matches the advertised
     outputSchema and is also the text content."""
-    result = rpc(stack, "tools/call", {"name": name, "arguments": arguments})
+    result = mcp_rpc(stack, "tools/call", {"name": name, "arguments": arguments})
     if not result["isError"]:
         assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
-        tools = {tool["name"]: tool for tool in rpc(stack, "tools/list", {})["tools"]}
+        tools = {tool["name"]: tool for tool in mcp_rpc(stack, "tools/list", {})["tools"]}
         Draft202012Validator(tools[name]["outputSchema"]).validate(result["structuredContent"])
     return result
 
@@ -179,14 +163,14 @@ def test_serper_cache_and_offline(serper_stack: Stack, standin: SearchStandin) -
 
 def test_without_an_engine_google_search_lists_but_answers_is_error(stack: Stack) -> None:
     missing = "no search engine is configured: set JAN_SEARXNG_URL (a SearXNG instance) or JAN_SERPER_API_KEY"
-    listed = {tool["name"]: tool for tool in rpc(stack, "tools/list", {})["tools"]}
+    listed = {tool["name"]: tool for tool in mcp_rpc(stack, "tools/list", {})["tools"]}
     assert listed["google_search"]["description"].endswith(f"(unavailable: {missing})")
     assert error_of(call_tool(stack, "google_search", {"q": "anything"})) == (
         f"Tool 'google_search' is unavailable: {missing}")
 
 
 def test_scrape_needs_no_configuration(stack: Stack) -> None:
-    listed = {tool["name"]: tool for tool in rpc(stack, "tools/list", {})["tools"]}
+    listed = {tool["name"]: tool for tool in mcp_rpc(stack, "tools/list", {})["tools"]}
     assert "unavailable" not in listed["scrape"]["description"]
     message = error_of(call_tool(stack, "scrape", {"url": "http://no-such-host.invalid/"}))
     assert message.startswith("scrape failed: could not resolve no-such-host.invalid")

@@ -37,7 +37,6 @@ from server.auth.tokens import TokenIssuer
 from server.core.config import Settings
 from server.core.db import create_engine, session_factory, utcnow
 from server.core.errors import ApiError
-from server.core.migrate import run_migrations
 from server.core.pagination import PageRequest
 from server.gen.jan.auth.v1 import auth_pb2, auth_pb2_grpc
 
@@ -49,12 +48,6 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path / "data", database_url=database_url)  # type: ignore[call-arg]
 
 
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    await run_migrations(database_url)
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

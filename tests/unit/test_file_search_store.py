@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.auth import store as auth_store
 from server.core.config import Settings
-from server.core.db import create_engine, session_factory
-from server.core.migrate import run_migrations
 from server.mcp.tools.base import ToolContext, ToolError
 from server.mcp.tools.file_search.chunking import chunk_text, split_sentences
 from server.mcp.tools.file_search.pgvector import PgVectorStore, install_pgvector
@@ -70,12 +67,6 @@ def unit(*weights: tuple[int, float]) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    await run_migrations(database_url)
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def new_user(sessions: async_sessionmaker[AsyncSession]) -> str:

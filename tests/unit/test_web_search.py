@@ -5,7 +5,7 @@ tests/e2e/test_mcp_web_tools.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
 from server.core.db import create_engine, session_factory, utcnow
-from server.core.migrate import run_migrations
 from server.mcp.tools.base import ToolContext
 from server.mcp.tools.web.providers import ProviderError, SearchRequest, SerperProvider
 from server.mcp.tools.web.search import GoogleSearchTool, configured_provider
@@ -33,12 +32,6 @@ def standin() -> Iterator[SearchStandin]:
     server.stop()
 
 
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    await run_migrations(database_url)
-    engine = create_engine(database_url)
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 def settings_for(tmp_path: Path, **values: Any) -> Settings:
