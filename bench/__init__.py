@@ -54,36 +54,32 @@ def running_stack(**settings: str):  # type: ignore[no-untyped-def]
         stack.stop()
 
 
-def guest_token(stack: Stack) -> str:
-    """A fresh access token (valid 5 minutes) from POST /llm/auth/guest-login."""
+def _post_json(stack: Stack, path: str, body: dict[str, str], headers: dict[str, str], what: str) -> dict[str, str]:
+    """POSTs `body` to the stack and returns the JSON answer, which must be a 201."""
     host, port = stack.base_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
-        connection.request("POST", "/llm/auth/guest-login", body=b"", headers={"Content-Length": "0"})
+        connection.request("POST", path, body=json.dumps(body).encode(),
+                           headers={**headers, "Content-Type": "application/json"})
         response = connection.getresponse()
-        body = response.read()
+        reply = response.read()
         if response.status != 201:
-            raise RuntimeError(f"guest login failed: {response.status} {body!r}")
-        return str(json.loads(body)["access_token"])
+            raise RuntimeError(f"{what} failed: {response.status} {reply!r}")
+        answer: dict[str, str] = json.loads(reply)
+        return answer
     finally:
         connection.close()
+
+
+def guest_token(stack: Stack) -> str:
+    """A fresh access token (valid 5 minutes) from POST /llm/auth/guest-login."""
+    return _post_json(stack, "/llm/auth/guest-login", {}, {}, "guest login")["access_token"]
 
 
 def api_key(stack: Stack, token: str) -> str:
     """A new API key of the guest behind `token`, from POST /auth/api-keys."""
-    host, port = stack.base_url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        body = json.dumps({"name": "bench"}).encode()
-        connection.request("POST", "/auth/api-keys", body=body,
-                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        response = connection.getresponse()
-        reply = response.read()
-        if response.status != 201:
-            raise RuntimeError(f"API key creation failed: {response.status} {reply!r}")
-        return str(json.loads(reply)["key"])
-    finally:
-        connection.close()
+    return _post_json(stack, "/auth/api-keys", {"name": "bench"}, {"Authorization": f"Bearer {token}"},
+                      "API key creation")["key"]
 
 
 def process_tree(pid: int) -> list[int]:

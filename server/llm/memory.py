@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.db import utcnow
-from server.core.errors import ApiError
 from server.llm.backends.base import ChatMessage
 from server.llm.conversations.items import NewItem
+from server.llm.conversations.service import conversation_not_found
 from server.llm.conversations.store import (
     Conversation,
     ConversationItem,
@@ -42,12 +42,6 @@ class ConversationTurn:
     first_user_text: str | None  # of the stored history, for titling an untitled conversation
 
 
-def conversation_not_found(conversation_id: str) -> ApiError:
-    return ApiError(
-        404, f"Conversation '{conversation_id}' not found", code="conversation_not_found", param="conversation"
-    )
-
-
 class ConversationMemory:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -58,7 +52,7 @@ class ConversationMemory:
         async with self._sessions() as session:
             conversation = await get_owned_conversation(session, user_id, conversation_id)
             if conversation is None:
-                raise conversation_not_found(conversation_id)
+                raise conversation_not_found(conversation_id, param="conversation")
             instruction = await _project_instruction(session, user_id, conversation)
             # Every item takes several prompt tokens, so more items than the context has tokens can never fit.
             items = await recent_items(session, conversation, context_size)
@@ -79,7 +73,7 @@ class ConversationMemory:
         async with self._sessions.begin() as session:
             conversation = await get_owned_conversation(session, user_id, turn.conversation_id)
             if conversation is None:  # deleted while the answer was generated
-                raise conversation_not_found(turn.conversation_id)
+                raise conversation_not_found(turn.conversation_id, param="conversation")
             # An answer cut off by max_tokens is kept, marked as OpenAI marks such output.
             answer_status = "completed" if finish_reason == "stop" else "incomplete"
             items = [_new_item(message) for message in turn.new_messages]

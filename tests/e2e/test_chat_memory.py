@@ -11,21 +11,15 @@ import openai
 import pytest
 
 from tests.e2e.conftest import MODEL, assert_error_envelope, guest_login
+from tests.support.conversations import create_conversation, list_page
 from tests.support.stack import Stack
 
 QUESTION = "What is the capital of France?"
 
 
-def _create_conversation(http: httpx.Client, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
-    response = http.post("/v1/conversations", headers=headers, json=fields)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _items(http: httpx.Client, headers: dict[str, str], conversation_id: str) -> list[dict[str, Any]]:
-    response = http.get(f"/v1/conversations/{conversation_id}/items", headers=headers, params={"order": "asc"})
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
+def _items_of(http: httpx.Client, headers: dict[str, str], conversation_id: str) -> list[dict[str, Any]]:
+    page = list_page(http, headers, f"/v1/conversations/{conversation_id}/items", order="asc")
+    return list(page["data"])
 
 
 def _chat(http: httpx.Client, headers: dict[str, str], **fields: Any) -> httpx.Response:
@@ -45,7 +39,7 @@ def _text(item: dict[str, Any]) -> str:
 
 def test_history_is_in_the_prompt_and_the_turn_is_appended(http: httpx.Client, auth_headers: dict[str, str]) -> None:
     history = [_message("user", "My name is Ada and I live in Lyon."), _message("assistant", "Nice to meet you, Ada!")]
-    conversation = _create_conversation(http, auth_headers, items=history)
+    conversation = create_conversation(http, auth_headers, {"items": history})
     plain = _chat(http, auth_headers).json()
 
     reply = _chat(http, auth_headers, conversation=conversation["id"])
@@ -55,7 +49,7 @@ def test_history_is_in_the_prompt_and_the_turn_is_appended(http: httpx.Client, a
     # The stored exchange was replayed before the question: the prompt grew by it.
     assert completion["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 15
     assert completion["conversation"]["id"] == conversation["id"]
-    items = _items(http, auth_headers, conversation["id"])
+    items = _items_of(http, auth_headers, conversation["id"])
     assert [(item["role"], _text(item)) for item in items[2:]] == [
         ("user", QUESTION), ("assistant", completion["choices"][0]["message"]["content"])
     ]
@@ -65,7 +59,7 @@ def test_history_is_in_the_prompt_and_the_turn_is_appended(http: httpx.Client, a
 def test_conversation_as_object_and_title_from_first_user_message(
     http: httpx.Client, auth_headers: dict[str, str]
 ) -> None:
-    conversation = _create_conversation(http, auth_headers)
+    conversation = create_conversation(http, auth_headers)
     long_question = "Please explain in simple words how the tides of the oceans are caused by the moon and sun"
 
     completion = _chat(http, auth_headers, conversation={"id": conversation["id"]},
@@ -83,8 +77,8 @@ def test_project_instruction_is_the_system_message(http: httpx.Client, auth_head
                    "and always end with a hearty pirate laugh.")
     project = http.post("/v1/projects", headers=auth_headers, json={"name": "pirates", "instruction": instruction})
     assert project.status_code == 201, project.text
-    in_project = _create_conversation(http, auth_headers, project_id=project.json()["id"])
-    outside = _create_conversation(http, auth_headers)
+    in_project = create_conversation(http, auth_headers, {"project_id": project.json()["id"]})
+    outside = create_conversation(http, auth_headers)
 
     with_instruction = _chat(http, auth_headers, conversation=in_project["id"]).json()
     without = _chat(http, auth_headers, conversation=outside["id"]).json()
@@ -93,7 +87,7 @@ def test_project_instruction_is_the_system_message(http: httpx.Client, auth_head
 
 
 def test_streaming_ends_with_the_conversation_chunk(http: httpx.Client, auth_headers: dict[str, str]) -> None:
-    conversation = _create_conversation(http, auth_headers, title="kept title")
+    conversation = create_conversation(http, auth_headers, {"title": "kept title"})
     with http.stream("POST", "/v1/chat/completions", headers=auth_headers, json={
         "model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8, "stream": True,
         "conversation": conversation["id"],
@@ -106,16 +100,16 @@ def test_streaming_ends_with_the_conversation_chunk(http: httpx.Client, auth_hea
     assert last["conversation"] == {"id": conversation["id"], "title": "kept title"}
     answer = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-2]
                      if json.loads(e)["choices"])
-    assert [_text(item) for item in _items(http, auth_headers, conversation["id"])] == [QUESTION, answer]
+    assert [_text(item) for item in _items_of(http, auth_headers, conversation["id"])] == [QUESTION, answer]
 
 
 def test_store_false_reads_history_but_appends_nothing(http: httpx.Client, auth_headers: dict[str, str]) -> None:
-    conversation = _create_conversation(http, auth_headers, items=[_message("user", "hello")])
+    conversation = create_conversation(http, auth_headers, {"items": [_message("user", "hello")]})
 
     completion = _chat(http, auth_headers, conversation=conversation["id"], store=False).json()
 
     assert completion["conversation"]["id"] == conversation["id"]
-    assert len(_items(http, auth_headers, conversation["id"])) == 1
+    assert len(_items_of(http, auth_headers, conversation["id"])) == 1
 
 
 def test_history_longer_than_the_context_is_trimmed_not_an_error(
@@ -125,17 +119,17 @@ def test_history_longer_than_the_context_is_trimmed_not_an_error(
     items = [_message("user", paragraph), _message("assistant", "Noted."),
              _message("user", paragraph), _message("assistant", "Noted again."),
              _message("user", paragraph), _message("assistant", "Noted a third time.")]
-    conversation = _create_conversation(http, auth_headers, items=items)
+    conversation = create_conversation(http, auth_headers, {"items": items})
 
     reply = _chat(http, auth_headers, conversation=conversation["id"])
 
     assert reply.status_code == 200, reply.text
     assert reply.json()["usage"]["prompt_tokens"] < 2048
-    assert len(_items(http, auth_headers, conversation["id"])) == len(items) + 2
+    assert len(_items_of(http, auth_headers, conversation["id"])) == len(items) + 2
 
 
 def test_failed_completions_append_nothing(http: httpx.Client, auth_headers: dict[str, str]) -> None:
-    conversation = _create_conversation(http, auth_headers, items=[_message("user", "hello")])
+    conversation = create_conversation(http, auth_headers, {"items": [_message("user", "hello")]})
 
     assert_error_envelope(_chat(http, auth_headers, conversation=conversation["id"], model="no-such-model"),
                           404, type="not_found_error", code="model_not_found")
@@ -148,25 +142,25 @@ def test_failed_completions_append_nothing(http: httpx.Client, auth_headers: dic
     }) as response:
         next(line for line in response.iter_lines() if line)
 
-    assert len(_items(http, auth_headers, conversation["id"])) == 1
+    assert len(_items_of(http, auth_headers, conversation["id"])) == 1
 
 
 def test_unknown_or_foreign_conversation_is_404(stack: Stack, http: httpx.Client, auth_headers: dict[str, str]) -> None:
     other = {"Authorization": f"Bearer {guest_login(stack)['access_token']}"}
-    foreign = _create_conversation(http, other)
+    foreign = create_conversation(http, other)
 
     for conversation_id in (foreign["id"], "conv_doesnotexist00"):
         error = assert_error_envelope(_chat(http, auth_headers, conversation=conversation_id), 404,
                                       type="not_found_error", code="conversation_not_found", param="conversation")
         assert conversation_id in error["message"]
-    assert _items(http, other, foreign["id"]) == []
+    assert _items_of(http, other, foreign["id"]) == []
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_sdk_continues_a_conversation(
     http: httpx.Client, auth_headers: dict[str, str], client: openai.OpenAI, stream: bool
 ) -> None:
-    conversation = _create_conversation(http, auth_headers)
+    conversation = create_conversation(http, auth_headers)
     request = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8,
                "extra_body": {"conversation": conversation["id"]}}
 
@@ -177,4 +171,4 @@ def test_openai_sdk_continues_a_conversation(
         attached = client.chat.completions.create(**request).model_extra["conversation"]
 
     assert attached["id"] == conversation["id"] and attached["title"] == QUESTION
-    assert len(_items(http, auth_headers, conversation["id"])) == 2
+    assert len(_items_of(http, auth_headers, conversation["id"])) == 2

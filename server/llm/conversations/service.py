@@ -36,8 +36,8 @@ def _checked_id(value: str, pattern: re.Pattern[str], param: str, prefix: str) -
     return value
 
 
-def conversation_not_found(conversation_id: str) -> ApiError:
-    return ApiError(404, f"Conversation '{conversation_id}' not found", code="conversation_not_found")
+def conversation_not_found(conversation_id: str, param: str | None = None) -> ApiError:
+    return ApiError(404, f"Conversation '{conversation_id}' not found", code="conversation_not_found", param=param)
 
 
 def item_not_found(item_id: str) -> ApiError:
