@@ -47,6 +47,8 @@ bench: setup ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
 	$(BIN)/python -m bench.embeddings
 	$(BIN)/python -m bench.file_search
 	$(BIN)/python -m bench.python_exec
+	$(BIN)/python -m bench.media
+	$(BIN)/python -m bench.responses
 
 clean:
 	rm -rf $(VENV) server/gen tests/e2e/node/node_modules

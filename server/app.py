@@ -29,6 +29,8 @@ from server.gateway.envoy import EnvoyProcess
 from server.gen.jan.auth.v1 import auth_pb2_grpc
 from server.gen.jan.llm.v1 import conversations_pb2_grpc, llm_pb2_grpc, projects_pb2_grpc
 from server.gen.jan.mcp.v1 import mcp_pb2_grpc
+from server.gen.jan.media.v1 import media_pb2_grpc
+from server.gen.jan.responses.v1 import responses_pb2_grpc
 from server.gen.jan.system.v1 import system_pb2_grpc
 from server.llm.conversations.service import ConversationService
 from server.llm.conversations.servicer import ConversationServicer
@@ -39,7 +41,11 @@ from server.llm.projects.service import ProjectService
 from server.llm.projects.servicer import ProjectServicer
 from server.llm.servicer import LlmServicer
 from server.mcp.servicer import McpServicer
+from server.media.limits import grpc_message_limit
+from server.media.service import MediaService
+from server.media.servicer import MediaServicer
 from server.protogen import DESCRIPTOR_SET, service_names
+from server.responses.servicer import ResponseServicer
 from server.system.servicer import SystemServicer
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,8 @@ class JanServer:
         self._models = ModelRegistry.from_settings(settings.models, cpu)
         # Shared by POST /v1/embeddings and the file_search tools; a load failure makes only those answer 503.
         self._embedder = MiniLMEmbedder.from_settings(settings, cpu)
+        # Started after migrations (its retention sweep queries the database). Chat resolves placeholders with it.
+        self.media = MediaService(settings, session_factory(self._engine))
         self._grpc: grpc.aio.Server | None = None
         self._envoy: EnvoyProcess | None = None
 
@@ -67,12 +75,13 @@ class JanServer:
         issuer = TokenIssuer(settings)
         await issuer.load_or_create()
         await asyncio.gather(self._models.start(), self._embedder.start())
+        await self.media.start()
 
         server = grpc.aio.server(
             options=[
-                # Envoy already capped the body at max_request_bytes; leave room for the envelope.
-                ("grpc.max_receive_message_length", settings.max_request_bytes + (1 << 20)),
-                ("grpc.max_send_message_length", settings.max_request_bytes + (1 << 20)),
+                # Envoy already capped the body (at max_request_bytes, more on media upload routes).
+                ("grpc.max_receive_message_length", grpc_message_limit(settings)),
+                ("grpc.max_send_message_length", grpc_message_limit(settings)),
                 # A second server on the same port must fail to bind, not share the traffic.
                 ("grpc.so_reuseport", 0),
             ]
@@ -102,7 +111,9 @@ class JanServer:
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             ExtAuthzServicer(ApiKeyAuthenticator(settings, sessions)), server
         )
-        llm_pb2_grpc.add_LlmServiceServicer_to_server(LlmServicer(self._models, sessions, self._embedder), server)
+        llm_pb2_grpc.add_LlmServiceServicer_to_server(
+            LlmServicer(self._models, sessions, self._embedder, self.media.resolve_placeholders), server
+        )
         projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(ProjectService(sessions)), server)
         conversations_pb2_grpc.add_ConversationServiceServicer_to_server(
             ConversationServicer(ConversationService(sessions)), server
@@ -111,6 +122,10 @@ class JanServer:
         mcp_pb2_grpc.add_McpServiceServicer_to_server(
             McpServicer.from_settings(settings, sessions, self._embedder), server
         )
+        responses_pb2_grpc.add_ResponseServiceServicer_to_server(
+            ResponseServicer.from_settings(settings, sessions), server
+        )
+        media_pb2_grpc.add_MediaServiceServicer_to_server(MediaServicer(self.media), server)
 
     async def _readiness_problem(self) -> str | None:
         try:
@@ -134,6 +149,7 @@ class JanServer:
         if stopping is not None:
             await stopping
         await self._embedder.close()
+        await self.media.stop()
         if self._envoy is not None:
             await self._envoy.stop()
         await self._engine.dispose()

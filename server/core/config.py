@@ -48,6 +48,24 @@ class ModelSettings(BaseModel):
     )
     pool_size: int = Field(2, ge=1, description="model instances that generate in parallel")
     queue_size: int = Field(16, ge=0, description="requests that may wait for a free instance before 429")
+    tool_router: bool = Field(
+        True,
+        description="tool_choice auto: a short routing pass under a grammar first picks a tool or none (small models "
+        "never call tools on their own); turn off for models that decide well themselves",
+    )
+    vision: bool = Field(False, description="the model accepts image parts; others answer 400 model_not_multimodal")
+    image_input: Literal["url", "data_url"] = Field(
+        "data_url", description="how a vision backend wants images: presigned URLs or base64 data URLs"
+    )
+
+    @model_validator(mode="after")
+    def _vision_needs_a_multimodal_backend(self) -> ModelSettings:
+        if self.vision and self.backend == "llamacpp":
+            raise ValueError(
+                f"model '{self.id}': vision is not available with the llamacpp backend (this build of llama.cpp "
+                "has no multimodal support); set vision to false"
+            )
+        return self
 
 
 def default_models() -> list[ModelSettings]:
@@ -191,6 +209,39 @@ class Settings(BaseSettings):
         default_factory=list, description="more directories the local sandbox must not see (data_dir is always hidden)"
     )
     python_exec_sandboxfusion_url: str = Field("", description="SandboxFusion base URL (POST {url}/run_code)")
+
+    # Media (server/media)
+    media_storage: Literal["local", "s3"] = Field("local", description="local: files under data_dir/media; s3")
+    media_max_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=1024**3, description="largest image accepted")
+    media_max_pixels: int = Field(
+        50_000_000, ge=1, description="largest image by width x height (a decompression-bomb guard)"
+    )
+    media_retention_days: float = Field(30, gt=0, description="media older than this is deleted by the sweep")
+    media_sweep_interval_seconds: float = Field(3600, gt=0, description="how often expired media is deleted")
+    media_presign_ttl_seconds: int = Field(300, ge=1, le=7 * 24 * 3600, description="default lifetime of URLs")
+    media_remote_fetch_timeout_seconds: float = Field(15.0, gt=0, le=120, description="a whole remote-URL fetch")
+    media_public_url: str = Field(
+        "", description="base URL of local storage's signed URLs as clients reach Envoy; empty = public_url"
+    )
+    media_signing_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC key of local signed URLs; empty = generated once into data_dir"
+    )
+    media_s3_bucket: str = ""
+    media_s3_region: str = "us-east-1"
+    media_s3_endpoint: str = Field("", description="S3 API endpoint; empty = AWS")
+    media_s3_public_endpoint: str = Field("", description="endpoint presigned URLs name; empty = media_s3_endpoint")
+    media_s3_access_key: SecretStr = SecretStr("")
+    media_s3_secret_key: SecretStr = SecretStr("")
+    media_s3_path_style: bool = Field(True, description="bucket in the path rather than in the host name")
+
+    # Responses (server/responses)
+    responses_max_steps: int = Field(
+        8, ge=1, le=64, description="model turns one response may take (each may call tools); then it is incomplete"
+    )
+    responses_tool_timeout_seconds: float = Field(45.0, gt=0, le=600, description="limit of one MCP tool call")
+    responses_history_items: int = Field(
+        200, ge=1, le=10_000, description="most items a response replays from its conversation or previous responses"
+    )
 
     # Models
     models: list[ModelSettings] = Field(default_factory=default_models)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 
 from server.core.errors import ApiError, internal_error, unauthorized
 from server.core.ids import new_request_id
@@ -153,3 +154,18 @@ async def _error_message(
     """The whole response of a call that fails before its first byte: status header and JSON error body."""
     await send_http_status(context, error.status)
     return wrap("application/json", error.json(request_id(context)).encode())
+
+
+def struct_json(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A protobuf Struct as JSON. Struct numbers are all doubles: integral ones become ints again."""
+    return dict(_integral(json_format.MessageToDict(struct)))
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value

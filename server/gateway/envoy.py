@@ -26,6 +26,7 @@ from pathlib import Path
 import jinja2
 
 from server.core.config import Settings
+from server.media.limits import upload_request_limit
 from server.protogen import service_names
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def render_config(settings: Settings, descriptor_path: Path | str) -> str:
     template = environment.get_template(TEMPLATE_NAME)
     descriptor = Path(descriptor_path).resolve()
     return template.render(
-        settings=settings, descriptor_path=descriptor, lua_paths=LUA_PATHS, services=service_names(descriptor)
+        settings=settings, descriptor_path=descriptor, lua_paths=LUA_PATHS, services=service_names(descriptor),
+        media_upload_max_bytes=upload_request_limit(settings),
     )
 
 

@@ -13,8 +13,10 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from server.llm.backends.base import Finish, TextDelta
+from server.llm.backends.base import Finish, GenerationEvent, TextDelta, ToolCall
+from server.llm.chat_media import MediaResolver, check_vision, resolve_placeholders
 from server.llm.chat_request import ChatCompletionRequest, parse_chat_request
+from server.llm.chat_tools import tool_call_object
 from server.llm.completions.service import StoredCompletions
 from server.llm.memory import ConversationMemory
 from server.llm.models import ModelRegistry
@@ -23,9 +25,9 @@ SSE = "text/event-stream"
 JSON = "application/json"
 DONE = b"data: [DONE]\n\n"
 
-Event = TextDelta | Finish
-# Called with the whole answer once it is complete; returns the reply's `conversation` field, if any.
-OnFinish = Callable[[str, Finish], Awaitable[dict[str, Any] | None]]
+Event = GenerationEvent
+# Called with the whole answer (text and tool calls) once it is complete; returns the reply's `conversation` field.
+OnFinish = Callable[[str, list[ToolCall], Finish], Awaitable[dict[str, Any] | None]]
 # Called with the finished `chat.completion` object (a streamed one in its non-stream form) before it is sent.
 Keep = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -46,7 +48,7 @@ def _usage(finish: Finish) -> dict[str, int]:
     }
 
 
-async def _no_conversation(answer: str, finish: Finish) -> None:
+async def _no_conversation(answer: str, calls: list[ToolCall], finish: Finish) -> None:
     return None
 
 
@@ -55,26 +57,40 @@ async def _keep_nothing(completion: dict[str, Any]) -> None:
 
 
 class ChatCompletions:
-    def __init__(self, models: ModelRegistry, memory: ConversationMemory, stored: StoredCompletions) -> None:
+    """`resolve_media` turns `data:<mime>;jan_<id>` placeholders into URLs or data URLs (the media service's);
+    without it, a request holding a placeholder is refused."""
+
+    def __init__(
+        self,
+        models: ModelRegistry,
+        memory: ConversationMemory,
+        stored: StoredCompletions,
+        resolve_media: MediaResolver | None = None,
+    ) -> None:
         self._models = models
         self._memory = memory
         self._stored = stored
+        self._resolve_media = resolve_media
 
     async def create(self, body: bytes, user_id: str) -> AsyncIterator[tuple[str, bytes]]:
         request = parse_chat_request(body)
         backend = self._models.get(request.model)
+        check_vision(request, backend.info)
         messages, history = request.messages, range(0)
         on_finish: OnFinish = _no_conversation
         if request.conversation_id is not None:
             turn = await self._memory.open(
-                user_id, request.conversation_id, request.messages, backend.info.context_size
+                user_id, request.conversation_id, request.messages, backend.info.context_size,
+                with_images=backend.info.vision,
             )
             messages, history = turn.messages, turn.history
 
-            async def continue_conversation(answer: str, finish: Finish) -> dict[str, Any] | None:
+            async def continue_conversation(
+                answer: str, calls: list[ToolCall], finish: Finish
+            ) -> dict[str, Any] | None:
                 if not request.store:
                     return {"id": turn.conversation_id, "title": turn.title}
-                return await self._memory.append(user_id, turn, answer, finish.finish_reason)
+                return await self._memory.append(user_id, turn, answer, calls, finish.finish_reason)
 
             on_finish = continue_conversation
 
@@ -86,6 +102,8 @@ class ChatCompletions:
 
             keep = store_completion
 
+        # After the conversation is read: stored turns may hold placeholders too (the stored form keeps them).
+        messages = await resolve_placeholders(messages, backend.info, user_id, self._resolve_media)
         events = backend.generate(messages, request.sampling, history)
         async with aclosing(events):
             # Admission errors (queue full, prompt too long) surface here, before any byte is written,
@@ -120,12 +138,16 @@ class _Completion:
 
     async def collect(self, event: Event, events: AsyncIterator[Event]) -> bytes:
         parts: list[str] = []
-        while isinstance(event, TextDelta):
-            parts.append(event.text)
+        calls: list[ToolCall] = []
+        while not isinstance(event, Finish):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            else:
+                calls.append(event)
             event = await anext(events)
         answer = "".join(parts)
-        conversation = await self.on_finish(answer, event)
-        body = self._completion_object(answer, event, conversation)
+        conversation = await self.on_finish(answer, calls, event)
+        body = self._completion_object(answer, calls, event, conversation)
         await self.keep(body)
         return _dumps(body)
 
@@ -143,11 +165,23 @@ class _Completion:
         head, _, tail = chunk({"content": "\0"}, None).partition(b'"\\u0000"')
         role_sent = False
         answer: list[str] = []
-        while isinstance(event, TextDelta):
-            answer.append(event.text)
-            if role_sent:
+        calls: list[ToolCall] = []
+        while not isinstance(event, Finish):
+            if isinstance(event, ToolCall):
+                # As OpenAI streams a call: its id and name first, then its arguments.
+                index = len(calls)
+                calls.append(event)
+                call = {"index": index, "id": event.id, "type": "function",
+                        "function": {"name": event.name, "arguments": ""}}
+                opening = {} if role_sent else {"role": "assistant", "content": None, "refusal": None}
+                yield chunk({**opening, "tool_calls": [call]}, None)
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": event.arguments_json}}]}, None)
+                role_sent = True
+            elif role_sent:
+                answer.append(event.text)
                 yield head + _dumps(event.text) + tail
             else:
+                answer.append(event.text)
                 yield chunk({"role": "assistant", "content": event.text, "refusal": None}, None)
                 role_sent = True
             event = await anext(events)
@@ -157,15 +191,20 @@ class _Completion:
         if include_usage:
             yield sse_event({**self._envelope("chat.completion.chunk"), "choices": [], "usage": _usage(event)})
         text = "".join(answer)
-        conversation = await self.on_finish(text, event)
+        conversation = await self.on_finish(text, calls, event)
         if conversation is not None:
             yield sse_event({**self._envelope("chat.completion.chunk"), "choices": [], "conversation": conversation})
-        await self.keep(self._completion_object(text, event, conversation))
+        await self.keep(self._completion_object(text, calls, event, conversation))
         yield DONE
 
-    def _completion_object(self, answer: str, finish: Finish, conversation: dict[str, Any] | None) -> dict[str, Any]:
-        """The `chat.completion` object: the non-stream reply, and what a stored completion keeps."""
-        message = {"role": "assistant", "content": answer, "refusal": None}
+    def _completion_object(
+        self, answer: str, calls: list[ToolCall], finish: Finish, conversation: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The `chat.completion` object: the non-stream reply, and what a stored completion keeps. With only tool
+        calls, `content` is null, as in OpenAI's API."""
+        message: dict[str, Any] = {"role": "assistant", "content": answer or (None if calls else ""), "refusal": None}
+        if calls:
+            message["tool_calls"] = [tool_call_object(call) for call in calls]
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish.finish_reason}
         body = {**self._envelope("chat.completion"), "choices": [choice], "usage": _usage(finish)}
         if conversation is not None:

@@ -19,9 +19,14 @@ from server.core.json_body import (
     parse_object,
 )
 from server.llm.backends.base import ChatMessage, SamplingParams
+from server.llm.chat_tools import parse_tool_calls, parse_tool_fields, tool_call_object
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 TEXT_PART_TYPES = {"text", "input_text", "output_text"}
+# OpenAI's Chat Completions part `{type: "image_url", image_url: {url, detail?}}` and the Responses API's
+# `{type: "input_image", image_url, detail?}`.
+IMAGE_PART_TYPES = {"image_url", "input_image"}
+IMAGE_DETAILS = ("auto", "low", "high")
 MAX_STOP_SEQUENCES = 4
 
 
@@ -41,6 +46,8 @@ class ChatCompletionRequest:
     # request's messages in OpenAI's stored-message shape (ids are assigned when stored).
     store_completion: bool = False
     stored_messages: list[dict[str, Any]] = field(default_factory=list)
+    # `messages[i].content[j]` of the first image part, if any: what a model without vision is refused for.
+    first_image_param: str | None = None
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
@@ -70,6 +77,11 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
             raise invalid_request("'stream_options' must be an object", param="stream_options")
         include_usage = optional_bool(stream_options, "include_usage", param="stream_options.include_usage") or False
 
+    image_params = [
+        f"messages[{i}].content[{j}]"
+        for i, raw in enumerate(payload["messages"]) if isinstance(raw.get("content"), list)
+        for j, part in enumerate(raw["content"]) if part.get("type") in IMAGE_PART_TYPES
+    ]
     return ChatCompletionRequest(
         model=model,
         messages=messages,
@@ -82,6 +94,7 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
         store=store is not False,
         store_completion=store is True,
         stored_messages=_stored_messages(payload["messages"], messages) if store else [],
+        first_image_param=image_params[0] if image_params else None,
     )
 
 
@@ -115,7 +128,8 @@ def _parse_message(item: Any, where: str) -> ChatMessage:
         raise invalid_request(
             f"'{where}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role"
         )
-    content = _message_text(item.get("content"), f"{where}.content", allow_null=role == "assistant")
+    content, images = _message_content(item.get("content"), f"{where}.content", role)
+    tool_calls = parse_tool_calls(item.get("tool_calls"), f"{where}.tool_calls") if role == "assistant" else ()
     tool_call_id = item.get("tool_call_id")
     if role == "tool" and not isinstance(tool_call_id, str):
         raise invalid_request(f"'{where}.tool_call_id' is required for tool messages", param=f"{where}.tool_call_id")
@@ -127,6 +141,8 @@ def _parse_message(item: Any, where: str) -> ChatMessage:
         content=content,
         name=name,
         tool_call_id=tool_call_id if role == "tool" else None,
+        tool_calls=tool_calls,
+        images=images,
     )
 
 
@@ -142,31 +158,45 @@ def _stored_message(raw: dict[str, Any], message: ChatMessage) -> dict[str, Any]
         "role": raw["role"],
         "content": message.content if raw.get("content") is not None else None,
         "name": message.name,
-        "content_parts": [{"type": "text", "text": p["text"]} for p in parts] if isinstance(parts, list) else None,
+        "content_parts": [_stored_part(p) for p in parts] if isinstance(parts, list) else None,
     }
     if message.tool_call_id is not None:
         stored["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        stored["tool_calls"] = [tool_call_object(call) for call in message.tool_calls]
     return stored
 
 
-def _message_text(content: Any, where: str, *, allow_null: bool) -> str:
+def _stored_part(part: dict[str, Any]) -> dict[str, Any]:
+    if part["type"] in TEXT_PART_TYPES:
+        return {"type": "text", "text": part["text"]}
+    url, detail = _image_fields(part)
+    return {"type": "image_url", "image_url": {"url": url, "detail": detail}}
+
+
+def _message_content(content: Any, where: str, role: str) -> tuple[str, tuple[str, ...]]:
+    """The text of a message (text parts joined by newlines) and the URLs of its image parts (user messages
+    only, as in OpenAI's API)."""
     if isinstance(content, str):
-        return content
+        return content, ()
     if content is None:
-        if allow_null:
-            return ""
+        if role == "assistant":
+            return "", ()
         raise invalid_request(f"'{where}' is required", param=where)
     if not isinstance(content, list):
         raise invalid_request(f"'{where}' must be a string or an array of content parts", param=where)
-    texts = []
+    texts, images = [], []
     for index, part in enumerate(content):
         part_where = f"{where}[{index}]"
         if not isinstance(part, dict):
             raise invalid_request(f"'{part_where}' must be an object", param=part_where)
         part_type = part.get("type")
+        if part_type in IMAGE_PART_TYPES and role == "user":
+            images.append(_image_fields(part, part_where)[0])
+            continue
         if part_type not in TEXT_PART_TYPES:
             raise invalid_request(
-                f"Content part type '{part_type}' is not supported by this model; use text parts",
+                f"Content part type '{part_type}' is not supported in {role} messages; use text parts",
                 param=f"{part_where}.type",
                 code="unsupported_content_type",
             )
@@ -174,7 +204,21 @@ def _message_text(content: Any, where: str, *, allow_null: bool) -> str:
         if not isinstance(text, str):
             raise invalid_request(f"'{part_where}.text' must be a string", param=f"{part_where}.text")
         texts.append(text)
-    return "\n".join(texts)
+    return "\n".join(texts), tuple(images)
+
+
+def _image_fields(part: dict[str, Any], where: str = "") -> tuple[str, str]:
+    """The URL (or data URL) and detail of an image part in either form."""
+    value = part.get("image_url")
+    fields = value if isinstance(value, dict) else {"url": value, "detail": part.get("detail")}
+    url, detail = fields.get("url"), fields.get("detail") or "auto"
+    prefix = f"{where}.image_url." if isinstance(value, dict) else f"{where}."
+    if not isinstance(url, str) or not url:
+        param = prefix + "url" if isinstance(value, dict) else f"{where}.image_url"
+        raise invalid_request(f"'{param}' must be a non-empty URL or data URL", param=param)
+    if detail not in IMAGE_DETAILS:
+        raise invalid_request(f"'{prefix}detail' must be one of {', '.join(IMAGE_DETAILS)}", param=prefix + "detail")
+    return url, detail
 
 
 def _parse_sampling(payload: dict[str, Any]) -> SamplingParams:
@@ -182,6 +226,7 @@ def _parse_sampling(payload: dict[str, Any]) -> SamplingParams:
     if max_tokens is None:
         max_tokens = optional_int(payload, "max_tokens", minimum=1)
     json_schema, json_object = _parse_response_format(payload.get("response_format"))
+    tools, tool_choice, parallel_tool_calls = parse_tool_fields(payload)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=optional_number(payload, "temperature", 0.0, 2.0, default=1.0),
@@ -192,6 +237,9 @@ def _parse_sampling(payload: dict[str, Any]) -> SamplingParams:
         frequency_penalty=optional_number(payload, "frequency_penalty", -2.0, 2.0, default=0.0),
         json_schema=json_schema,
         json_object=json_object,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
     )
 
 

@@ -17,6 +17,7 @@ from server.core.rpc import caller, http_body_stream, http_body_unary, metadata,
 from server.gen.jan.llm.v1 import llm_pb2, llm_pb2_grpc
 from server.llm.backends.base import InferenceBackend
 from server.llm.chat import ChatCompletions
+from server.llm.chat_media import MediaResolver
 from server.llm.completions.service import StoredCompletions
 from server.llm.embeddings import Embedder
 from server.llm.embeddings.api import EmbeddingsApi
@@ -83,12 +84,17 @@ def _metadata_filter(context: grpc.aio.ServicerContext) -> dict[str, str]:
 
 class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
     def __init__(
-        self, models: ModelRegistry, sessions: async_sessionmaker[AsyncSession], embedder: Embedder
+        self,
+        models: ModelRegistry,
+        sessions: async_sessionmaker[AsyncSession],
+        embedder: Embedder,
+        resolve_media: MediaResolver | None = None,
     ) -> None:
+        """`resolve_media`: the media service's placeholder resolver; without it, chat refuses placeholders."""
         self._models = models
         self._embeddings = EmbeddingsApi(embedder)
         self._stored = StoredCompletions(sessions)
-        self._chat = ChatCompletions(models, ConversationMemory(sessions), self._stored)
+        self._chat = ChatCompletions(models, ConversationMemory(sessions), self._stored, resolve_media)
 
     @unary
     async def ListModels(

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
 from server.core.errors import ApiError, invalid_request
-from server.core.rpc import caller, http_body_stream, http_body_unary, metadata, request_id, unary
+from server.core.rpc import caller, http_body_stream, http_body_unary, metadata, request_id, struct_json, unary
 from server.gen.jan.mcp.v1 import mcp_pb2, mcp_pb2_grpc
 from server.llm.embeddings import Embedder
 from server.mcp.protocol import INVALID_REQUEST, McpEndpoint, McpReply, McpRequest, error_reply
@@ -57,17 +57,6 @@ def wants_sse(accept: str) -> bool:
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _plain(value: Any) -> Any:
-    """JSON from a protobuf Struct, whose numbers are all doubles: integral ones become ints again."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
 
 
 def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
@@ -134,7 +123,7 @@ class McpServicer(mcp_pb2_grpc.McpServiceServicer):
         self, request: mcp_pb2.CallToolRequest, context: grpc.aio.ServicerContext
     ) -> mcp_pb2.CallToolResponse:
         tool_context = ToolContext(user_id=caller(context).user_id, request_id=request_id(context))
-        arguments = _plain(json_format.MessageToDict(request.arguments))
+        arguments = struct_json(request.arguments)
         try:
             result = await self._registry.call(request.name, arguments, tool_context)
         except UnknownTool as error:

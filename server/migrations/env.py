@@ -19,7 +19,9 @@ import server.llm.conversations.store
 import server.llm.projects.store
 import server.mcp.store
 import server.mcp.tools.file_search.store
-import server.mcp.tools.web.store  # noqa: F401
+import server.mcp.tools.web.store
+import server.media.store
+import server.responses.store  # noqa: F401
 from server.core.db import Base
 
 target_metadata = Base.metadata

@@ -43,8 +43,8 @@ def test_stream_options_need_stream() -> None:
     assert raised.value.status == 400 and raised.value.param == "stream_options"
 
 
-def test_image_parts_are_refused_clearly() -> None:
-    body = _request(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])
+def test_unsupported_parts_are_refused_clearly() -> None:
+    body = _request(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}])
     with pytest.raises(ApiError) as raised:
         parse_chat_request(body)
     assert raised.value.code == "unsupported_content_type" and raised.value.param == "messages[0].content[0].type"

@@ -16,7 +16,7 @@ import pytest
 
 from server.core.config import ModelSettings, bundled_smollm2_path, usable_cpus
 from server.core.errors import ApiError
-from server.llm.backends.base import ChatMessage, Finish, GenerationEvent, SamplingParams, TextDelta
+from server.llm.backends.base import ChatMessage, Finish, GenerationEvent, SamplingParams, TextDelta, ToolCall
 from server.llm.backends.llamacpp import LlamaCppBackend, _token_bytes
 from server.llm.backends.llamacpp_pool import Instance, fit_threads, thread_caps
 from server.llm.backends.prompt import ChatTemplate, StopStringFilter
@@ -28,7 +28,7 @@ STORY = [ChatMessage("user", "Write a long story about a dragon.")]
 PERSON = [ChatMessage("user", "Give a JSON object with the keys name and age for Alice, 30.")]
 
 
-def make_backend(**settings: int) -> LlamaCppBackend:
+def make_backend(**settings: int | bool) -> LlamaCppBackend:
     defaults = {"context_size": 512, "threads": 2, "pool_size": 1, "queue_size": 4}
     model = ModelSettings(id="smollm2-test", path=MODEL_PATH, **(defaults | settings))
     return LlamaCppBackend(model, created=1_700_000_000)
@@ -169,14 +169,16 @@ async def test_tool_messages_render_and_generate(backend: LlamaCppBackend, vocab
     conversation = [
         ChatMessage("system", "You are a weather bot."),
         ChatMessage("user", "What's the weather in Paris?"),
-        ChatMessage("assistant", '{"name": "get_weather", "arguments": {"city": "Paris"}}'),
+        ChatMessage("assistant", "", tool_calls=(ToolCall("call_1", "get_weather", '{"city": "Paris"}'),)),
         ChatMessage("tool", "18C and sunny", name="get_weather", tool_call_id="call_1"),
     ]
     template = ChatTemplate(vocab.metadata["tokenizer.chat_template"], bos_token="", eos_token="")
     prompt = template.render(conversation)
-    assert "<|im_start|>tool\n18C and sunny<|im_end|>" in prompt and prompt.endswith(
-        "<|im_start|>assistant\n"
-    )
+    # SmolLM2's ChatML template knows no tools: calls and results render in the Hermes markup.
+    assert ('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+            "</tool_call><|im_end|>") in prompt
+    assert "<|im_start|>tool\n<tool_response>\n18C and sunny\n</tool_response><|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
     _, _, finish = await collect(backend, conversation, max_tokens=8, temperature=0)
     assert finish.prompt_tokens > 20
 

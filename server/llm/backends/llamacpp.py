@@ -15,17 +15,17 @@ from __future__ import annotations
 import asyncio
 import codecs
 import ctypes
-import json
+import dataclasses
 import os
 import threading
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import llama_cpp
 import numpy as np
-from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from server.core.config import ModelSettings, usable_cpus
 from server.core.errors import invalid_request, shutting_down, unavailable
@@ -37,9 +37,13 @@ from server.llm.backends.base import (
     InferenceBackend,
     SamplingParams,
     TextDelta,
+    ToolCall,
 )
+from server.llm.backends.llamacpp_grammar import GrammarCache
 from server.llm.backends.llamacpp_pool import Instance, InstancePool, fit_threads, thread_caps
 from server.llm.backends.prompt import ChatTemplate, ChatTemplateError, StopStringFilter, drop_history_to_fit
+from server.llm.backends.tool_prompt import ToolReply
+from server.llm.backends.tool_router import RoutingPass, answering, routes, routing_pass
 from server.llm.cpu_budget import ThreadBudget
 
 # Prompt tokens evaluated between two cancellation checks: about 0.4 s on one core for SmolLM2-135M, and no
@@ -55,50 +59,19 @@ MIN_P = 0.05
 # (at most a quarter of the context either way).
 HISTORY_REPLY_ROOM = 512
 
+# Applied while a turn must call tools: without it a 135M model repeats a phrase inside a string argument until
+# max_tokens (measured: 1.1 still loops sometimes, 1.3 closes every argument).
+CALL_REPEAT_PENALTY = 1.3
+
+# A routing answer is one tool name: a few tokens (the grammar ends it; this bounds a pathological name).
+ROUTING_MAX_TOKENS = 32
+
 # llama.cpp reads this seed value as "pick a random seed".
 _RANDOM_SEED = llama_cpp.LLAMA_DEFAULT_SEED
 
 # Process-wide, across backends: two `Llama` constructors running at once sometimes end the process silently
 # (seen here with llama-cpp-python 0.3.36), so models load and unload one at a time.
 _LOAD_LOCK = threading.Lock()
-
-
-class _GrammarCache:
-    """Grammars for constrained decoding, compiled once per JSON schema and checked by llama.cpp's own
-    parser: sampling with a grammar llama.cpp failed to parse segfaults the process. Thread-safe."""
-
-    MAX_SCHEMAS = 128
-
-    def __init__(self, vocab: llama_cpp.llama_vocab_p) -> None:
-        self._vocab = vocab
-        self._by_schema: dict[str, LlamaGrammar] = {}
-        self.json_object = self._compile(JSON_GBNF)
-
-    def for_params(self, params: SamplingParams) -> LlamaGrammar | None:
-        if params.json_schema is None:
-            return self.json_object if params.json_object else None
-        # Key order matters (it fixes the order of the generated properties): the key is the schema as sent.
-        key = json.dumps(params.json_schema)
-        grammar = self._by_schema.get(key)
-        if grammar is None:
-            try:
-                gbnf = json_schema_to_gbnf(key)
-            except Exception as error:  # the converter raises assorted types for schemas it cannot express
-                raise invalid_request(f"Unsupported JSON schema: {error}", param="response_format") from error
-            grammar = self._compile(gbnf)
-            if len(self._by_schema) >= self.MAX_SCHEMAS:
-                self._by_schema.clear()
-            self._by_schema[key] = grammar
-        return grammar
-
-    def _compile(self, gbnf: str) -> LlamaGrammar:
-        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
-        if not sampler:
-            raise invalid_request(
-                "The JSON schema produced a grammar llama.cpp cannot parse", param="response_format"
-            )
-        llama_cpp.llama_sampler_free(sampler)
-        return LlamaGrammar.from_string(gbnf, verbose=False)
 
 
 @dataclass
@@ -108,7 +81,7 @@ class _Job:
     messages: list[ChatMessage]
     params: SamplingParams
     history: range  # stored conversation messages, dropped oldest-first when the prompt does not fit
-    emit: Callable[[TextDelta], object]  # thread-safe: schedules the delta onto the request's queue
+    emit: Callable[[TextDelta | ToolCall], object]  # thread-safe: schedules the delta onto the request's queue
     cancelled: threading.Event  # set when the consumer is gone; checked between tokens and prefill chunks
 
 
@@ -130,7 +103,7 @@ class LlamaCppBackend(InferenceBackend):
         self._budget = budget or ThreadBudget(settings.threads)
         self._instances: list[Instance] = []
         self._template: ChatTemplate | None = None
-        self._grammars: _GrammarCache | None = None
+        self._grammars: GrammarCache | None = None
         self._in_flight: dict[Future[None], threading.Event] = {}
         self._ready = False
         self._closing = False
@@ -159,7 +132,7 @@ class LlamaCppBackend(InferenceBackend):
             bos_token=_token_text(first, first.token_bos()),
             eos_token=_token_text(first, first.token_eos()),
         )
-        self._grammars = _GrammarCache(llama_cpp.llama_model_get_vocab(first.model))
+        self._grammars = GrammarCache(llama_cpp.llama_model_get_vocab(first.model))
         for instance in self._instances:
             self._pool.release(instance)
         self._ready = True
@@ -206,7 +179,7 @@ class LlamaCppBackend(InferenceBackend):
             raise shutting_down()
 
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[TextDelta | Finish | BaseException] = asyncio.Queue()
+        events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
         cancelled = threading.Event()
         job = _Job(
             messages, params, history, lambda delta: loop.call_soon_threadsafe(events.put_nowait, delta), cancelled
@@ -238,7 +211,7 @@ class LlamaCppBackend(InferenceBackend):
         loop: asyncio.AbstractEventLoop,
         instance: Instance,
         job: _Job,
-        events: asyncio.Queue[TextDelta | Finish | BaseException],
+        events: asyncio.Queue[GenerationEvent | BaseException],
     ) -> None:
         """Worker thread: runs the job, then returns the instance and delivers the outcome in one loop
         callback, so a client's next request, sent right after Finish, never finds the instance taken."""
@@ -259,15 +232,60 @@ class LlamaCppBackend(InferenceBackend):
         loop.call_soon_threadsafe(complete)
 
     def _generate_blocking(self, instance: Instance, job: _Job) -> Finish | None:
-        """Runs one request on `instance`; returns None if it was cancelled."""
+        """Runs one request on `instance`; returns None if it was cancelled. With `tool_router`, an `auto` tool turn
+        first asks the model which tool to use (tool_router.py); its tokens count in the usage."""
+        params = job.params
+        if not (self.settings.tool_router and routes(params)):
+            return self._generate_turn(instance, job, params)
+        routing = routing_pass(job.messages, params)
+        if routing is None:
+            return self._generate_turn(instance, job, answering(params))
+        routed = self._route(instance, job, routing)
+        if routed is None:
+            return None
+        params, prompt_tokens, completion_tokens = routed
+        finish = self._generate_turn(instance, job, params)
+        if finish is None:
+            return None
+        return dataclasses.replace(
+            finish,
+            prompt_tokens=finish.prompt_tokens + prompt_tokens,
+            completion_tokens=finish.completion_tokens + completion_tokens,
+        )
+
+    def _route(self, instance: Instance, job: _Job, routing: RoutingPass) -> tuple[SamplingParams, int, int] | None:
+        """Runs the routing pass greedily; returns the turn's parameters and the pass's prompt and completion
+        token counts, or None if cancelled."""
         assert self._template is not None and self._grammars is not None
         llm = instance.llm
-        params = job.params
+        prompt = self._template.render(routing.messages)
+        tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        if len(tokens) >= llm.n_ctx():  # a user message near the context size: no room to ask, so answer
+            return answering(job.params), 0, 0
+        grammar = self._grammars.for_gbnf(routing.gbnf())
+        if not _prefill(llm, tokens, job.cancelled, lambda: fit_threads(self._budget, instance)):
+            return None
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        answer, generated = b"", 0
+        for token in llm.generate(tokens, reset=True, temp=0.0, grammar=grammar):
+            generated += 1
+            if llama_cpp.llama_vocab_is_eog(vocab, token) or generated > ROUTING_MAX_TOKENS:
+                break
+            if job.cancelled.is_set():
+                return None
+            answer += _token_bytes(vocab, token)
+            fit_threads(self._budget, instance)
+        return routing.routed(job.params, answer.decode(errors="replace")), len(tokens), generated
+
+    def _generate_turn(self, instance: Instance, job: _Job, params: SamplingParams) -> Finish | None:
+        """Generates the answer or the tool calls of one turn; returns None if cancelled."""
+        assert self._template is not None and self._grammars is not None
+        llm = instance.llm
         template = self._template
 
         def tokenize(messages: list[ChatMessage]) -> list[int]:
             try:
-                prompt = template.render(messages)
+                prompt = template.render(messages, params)
             except ChatTemplateError as error:
                 raise invalid_request(str(error), param="messages") from error
             # Templates emit bos_token themselves when the model wants it; special=True parses control tokens.
@@ -294,48 +312,68 @@ class LlamaCppBackend(InferenceBackend):
             return None
 
         llm.set_seed(params.seed % _RANDOM_SEED if params.seed is not None else _RANDOM_SEED)
+
+        forced_call = params.tools_enabled and params.tool_choice != "auto"
+
+        def sample(tokens: Sequence[int], grammar: LlamaGrammar | None) -> Generator[int, Any, None]:
+            return llm.generate(
+                tokens,
+                reset=True,
+                temp=max(params.temperature, 0.0),
+                top_p=params.top_p,
+                top_k=TOP_K,
+                min_p=MIN_P,
+                repeat_penalty=CALL_REPEAT_PENALTY if forced_call else 1.0,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+                grammar=grammar,
+            )
+
         # The prompt is fully evaluated, so generate() takes its "exact prompt cached" path and samples now.
-        sampled = llm.generate(
-            prompt_tokens,
-            reset=True,
-            temp=max(params.temperature, 0.0),
-            top_p=params.top_p,
-            top_k=TOP_K,
-            min_p=MIN_P,
-            repeat_penalty=1.0,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            grammar=grammar,
+        sampled = sample(prompt_tokens, grammar)
+        # Once a tool turn turns out to be a free-text answer, the rest of the grammar allows anything, yet checking
+        # it costs more than half the decode speed: the answer goes on without it.
+        drop_grammar = params.tools_enabled and params.tool_choice == "auto" and not (
+            params.json_schema or params.json_object
         )
+        generated: list[int] = []
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopStringFilter(params.stop)
+        # With tools, the first character tells an answer (streamed) from tool calls (the grammar makes calls start
+        # with "<"): calls are held back whole and parsed at the end, so their markup never reaches the client.
+        reply = ToolReply(job.emit, stops, undecided=params.tools_enabled)
         # completion_tokens counts every sampled token, including the end-of-generation token and a token that
         # completes a stop string (as vLLM and llama.cpp's server do): each one cost a decode step.
         completion_tokens = 0
         finish_reason: Literal["stop", "length"] = "length"
-        for token in sampled:
+        # A while loop, not a for loop: `sampled` may be swapped for a generator without the grammar (below).
+        while (token := next(sampled, None)) is not None:
             completion_tokens += 1
+            generated.append(token)
             if llama_cpp.llama_vocab_is_eog(vocab, token):
                 finish_reason = "stop"
                 break
             # The incremental decoder holds back the first bytes of a character split across tokens.
-            text = stops.push(utf8.decode(_token_bytes(vocab, token)))
-            if text:
-                job.emit(TextDelta(text))
-            if stops.stopped:
+            reply.push(utf8.decode(_token_bytes(vocab, token)))
+            if stops.stopped or reply.repeating:
                 finish_reason = "stop"
                 break
             if job.cancelled.is_set():
                 return None
             if completion_tokens >= budget:
                 break
+            if drop_grammar and reply.answering:
+                drop_grammar = False
+                sampled.close()  # its last token is not decoded yet: the new generator decodes it first
+                sampled = sample([*prompt_tokens, *generated], None)
             # The generator decodes this token when asked for the next one: size that step.
             fit_threads(self._budget, instance)
-        # A character left incomplete by the length cutoff is dropped rather than sent as U+FFFD.
-        tail = stops.flush()
-        if tail:
-            job.emit(TextDelta(tail))
+        # Flushes the answer's tail (a character left incomplete by the length cutoff is dropped rather than sent as
+        # U+FFFD) or emits the calls. Complete calls count even when the token limit cut the turn short: only an
+        # unfinished call is lost.
+        if reply.finish():
+            return Finish("tool_calls", len(prompt_tokens), completion_tokens)
         return Finish(finish_reason, len(prompt_tokens), completion_tokens)
 
 

@@ -12,7 +12,8 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from server.llm.backends.base import ChatMessage
+from server.llm.backends.base import ChatMessage, SamplingParams
+from server.llm.backends.tool_prompt import template_message, tool_definition, with_hermes_tools
 
 # Used when a model ships no template: ChatML, the most common format among small instruct models.
 CHATML_TEMPLATE = (
@@ -66,15 +67,24 @@ class ChatTemplate:
         )
         environment.filters["tojson"] = _tojson
         self._template = environment.from_string(template or CHATML_TEMPLATE)
+        # HF tool-use templates render `tools` and `message.tool_calls` themselves; others get them as text.
+        self.knows_tools = template is not None and "tool_calls" in template and "tools" in template
         self._bos_token = bos_token
         self._eos_token = eos_token
 
-    def render(self, messages: list[ChatMessage]) -> str:
-        """The prompt text, ending with the assistant turn's opening. Jinja templates are safe to render from
-        several threads at once."""
+    def render(self, messages: list[ChatMessage], params: SamplingParams | None = None) -> str:
+        """The prompt text, ending with the assistant turn's opening; with the offered tools described when
+        `params` enables them. Jinja templates are safe to render from several threads at once."""
+        tools = None
+        if self.knows_tools:
+            if params is not None and params.tools_enabled:
+                tools = [tool_definition(tool) for tool in params.tools]
+        else:
+            messages = with_hermes_tools(messages, params or SamplingParams())
         try:
             return self._template.render(
-                messages=[_message_dict(message) for message in messages],
+                messages=[template_message(message) for message in messages],
+                tools=tools,
                 bos_token=self._bos_token,
                 eos_token=self._eos_token,
                 add_generation_prompt=True,
@@ -83,17 +93,6 @@ class ChatTemplate:
             )
         except jinja2.TemplateError as error:
             raise ChatTemplateError(f"The model's chat template failed: {error}") from error
-
-
-def _message_dict(message: ChatMessage) -> dict[str, str]:
-    # Templates read `name` / `tool_call_id` when present (tool results); omit them when unset so that
-    # `message.name is defined` checks behave.
-    rendered = {"role": message.role, "content": message.content}
-    if message.name is not None:
-        rendered["name"] = message.name
-    if message.tool_call_id is not None:
-        rendered["tool_call_id"] = message.tool_call_id
-    return rendered
 
 
 def drop_history_to_fit(

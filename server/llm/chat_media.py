@@ -1,0 +1,55 @@
+"""Images in chat completions: refusing them for models without vision, and resolving the media service's
+`data:<mime>;jan_<id>` placeholders before the backend sees the messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from server.core.errors import ApiError, invalid_request
+from server.llm.backends.base import BackendInfo, ChatMessage
+from server.llm.chat_request import ChatCompletionRequest
+
+# (user_id, JSON value, as_data_url) -> the value with every placeholder in any string replaced by a presigned URL
+# or a base64 data URL; raises ApiError 400 naming an id that is unknown or not the user's.
+MediaResolver = Callable[[str, Any, bool], Awaitable[Any]]
+
+PLACEHOLDER = re.compile(r"data:[\w.+-]+/[\w.+-]+;jan_[0-9a-z]+")
+
+
+def model_not_multimodal(model: str, param: str) -> ApiError:
+    return ApiError(400, f"The model '{model}' does not accept images: it has no vision support",
+                    code="model_not_multimodal", param=param)
+
+
+def check_vision(request: ChatCompletionRequest, backend: BackendInfo) -> None:
+    if request.first_image_param is not None and not backend.vision:
+        raise model_not_multimodal(request.model, request.first_image_param)
+
+
+async def resolve_placeholders(
+    messages: list[ChatMessage], backend: BackendInfo, user_id: str, resolve: MediaResolver | None
+) -> list[ChatMessage]:
+    """The messages with placeholders resolved: images in the form the backend wants them, placeholders in text as
+    URLs (a text model reads a link, not kilobytes of base64)."""
+    texts = [message.content for message in messages]
+    images = [list(message.images) for message in messages]
+    text_placeholders = any(PLACEHOLDER.search(text) for text in texts)
+    image_placeholders = any(PLACEHOLDER.search(url) for urls in images for url in urls)
+    if not (text_placeholders or image_placeholders):
+        return messages
+    if resolve is None:
+        raise invalid_request(
+            "The messages refer to uploaded media (data:<mime>;jan_<id>), but media is unavailable on this server",
+            param="messages",
+        )
+    if text_placeholders:
+        texts = await resolve(user_id, texts, False)
+    if image_placeholders:
+        images = await resolve(user_id, images, backend.image_input == "data_url")
+    return [
+        replace(message, content=text, images=tuple(urls))
+        for message, text, urls in zip(messages, texts, images, strict=True)
+    ]

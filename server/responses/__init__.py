@@ -1,0 +1,1 @@
+"""Responses: OpenAI's Responses API, orchestrating chat completions and MCP tools (jan.responses.v1)."""

@@ -1,0 +1,54 @@
+"""What the responses service's gRPC clients share: the caller's identity as metadata, and reading errors back.
+
+The LLM and MCP services are called through their public gRPC contracts (not in-process), so each can later run
+as its own process. Their typed errors arrive as a gRPC status whose message is the OpenAI error JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import grpc
+
+from server.core.errors import ApiError
+
+_STATUS_BY_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+@dataclass(frozen=True)
+class CallerMetadata:
+    """The identity Envoy gave the original request, passed on to the services the orchestration calls."""
+
+    user_id: str
+    auth_method: str
+    request_id: str
+
+    def grpc(self) -> tuple[tuple[str, str], ...]:
+        return (("x-user-id", self.user_id), ("x-auth-method", self.auth_method), ("x-request-id", self.request_id))
+
+
+def error_from_json(status: int, data: bytes | str) -> ApiError:
+    """An ApiError from an OpenAI error body (`{"error": {message, code, param, type}}`), whatever its shape."""
+    try:
+        error = json.loads(data)["error"]
+        return ApiError(status, str(error.get("message") or "error"), code=error.get("code"),
+                        param=error.get("param"), type=error.get("type"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        text = data.decode(errors="replace") if isinstance(data, bytes) else data
+        return ApiError(status, text[:500] or "error", code="upstream_error")
+
+
+def error_from_rpc(error: grpc.aio.AioRpcError) -> ApiError:
+    status = _STATUS_BY_CODE.get(error.code(), 500)
+    return error_from_json(status, error.details() or "")
