@@ -34,10 +34,14 @@ def usable_cpus() -> int:
 
 
 class ModelSettings(BaseModel):
-    """One servable model. `JAN_MODELS` is a JSON list of these."""
+    """One servable model. `JAN_MODELS` is a JSON list of these.
+
+    `llamacpp` runs a GGUF in this process (`path`, `threads`, `pool_size`, `queue_size`, `tool_router`); `openai`
+    forwards to an OpenAI-compatible server such as vLLM or llama.cpp's (`base_url`, `api_key`, `upstream_model`,
+    the timeouts, `max_in_flight`, `json_schema_format`)."""
 
     id: str
-    backend: Literal["llamacpp"] = "llamacpp"
+    backend: Literal["llamacpp", "openai"] = "llamacpp"
     path: str = ""
     owned_by: str = "jan"
     context_size: int = Field(2048, ge=128)
@@ -57,6 +61,20 @@ class ModelSettings(BaseModel):
     image_input: Literal["url", "data_url"] = Field(
         "data_url", description="how a vision backend wants images: presigned URLs or base64 data URLs"
     )
+    base_url: str = Field("", description="openai: the upstream's API root, e.g. http://127.0.0.1:8080/v1")
+    api_key: SecretStr = Field(SecretStr(""), description="openai: sent as `Authorization: Bearer`; empty = none")
+    upstream_model: str = Field("", description="openai: the model's name at the upstream; empty = `id`")
+    connect_timeout_seconds: float = Field(5.0, gt=0, description="openai: to open a connection to the upstream")
+    timeout_seconds: float = Field(
+        60.0, gt=0, description="openai: for the upstream's first byte, and then between two streamed chunks (504)"
+    )
+    max_in_flight: int = Field(64, ge=1, description="openai: requests open at the upstream at once; more get 429")
+    json_schema_format: Literal["json_schema", "json_object_schema"] = Field(
+        "json_schema",
+        description="openai: how a JSON-schema response_format is sent. `json_schema` is OpenAI's form (vLLM, hosted "
+        "APIs); `json_object_schema` is `{type: json_object, schema}`, the form llama_cpp.server enforces (it "
+        "silently ignores OpenAI's)",
+    )
 
     @model_validator(mode="after")
     def _vision_needs_a_multimodal_backend(self) -> ModelSettings:
@@ -65,6 +83,12 @@ class ModelSettings(BaseModel):
                 f"model '{self.id}': vision is not available with the llamacpp backend (this build of llama.cpp "
                 "has no multimodal support); set vision to false"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _an_upstream_needs_its_url(self) -> ModelSettings:
+        if self.backend == "openai" and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"model '{self.id}': the openai backend needs base_url, an http:// or https:// URL")
         return self
 
 

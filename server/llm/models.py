@@ -21,6 +21,10 @@ def create_backend(settings: ModelSettings, budget: ThreadBudget) -> InferenceBa
         # The GGUF's mtime is a creation time that stays stable across restarts.
         created = int(os.stat(settings.path).st_mtime) if os.path.exists(settings.path) else 0
         return LlamaCppBackend(settings, created=created, budget=budget)
+    if settings.backend == "openai":
+        from server.llm.backends.openai_upstream import OpenAIUpstreamBackend
+
+        return OpenAIUpstreamBackend(settings)
     raise ValueError(f"unknown backend {settings.backend!r}")
 
 
