@@ -3,20 +3,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 from server.core.errors import ApiError, invalid_request
+from server.core.ids import MEDIA_PLACEHOLDER
 from server.llm.backends.base import BackendInfo, ChatMessage
 from server.llm.chat_request import ChatCompletionRequest
 
 # (user_id, JSON value, as_data_url) -> the value with every placeholder in any string replaced by a presigned URL
 # or a base64 data URL; raises ApiError 400 naming an id that is unknown or not the user's.
 MediaResolver = Callable[[str, Any, bool], Awaitable[Any]]
-
-PLACEHOLDER = re.compile(r"data:[\w.+-]+/[\w.+-]+;jan_[0-9a-z]+")
 
 
 def model_not_multimodal(model: str, param: str) -> ApiError:
@@ -36,8 +34,8 @@ async def resolve_placeholders(
     URLs (a text model reads a link, not kilobytes of base64)."""
     texts = [message.content for message in messages]
     images = [list(message.images) for message in messages]
-    text_placeholders = any(PLACEHOLDER.search(text) for text in texts)
-    image_placeholders = any(PLACEHOLDER.search(url) for urls in images for url in urls)
+    text_placeholders = any(MEDIA_PLACEHOLDER.search(text) for text in texts)
+    image_placeholders = any(MEDIA_PLACEHOLDER.search(url) for urls in images for url in urls)
     if not (text_placeholders or image_placeholders):
         return messages
     if resolve is None:

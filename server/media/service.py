@@ -14,7 +14,6 @@ import base64
 import contextlib
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.core.config import Settings
 from server.core.db import utcnow
 from server.core.errors import ApiError, invalid_request
+from server.core.ids import MEDIA_PLACEHOLDER
 from server.core.json_body import optional_int, optional_str, parse_object
 from server.core.pagination import Page, PageRequest, paginate
 from server.core.ssrf import SsrfPolicy
@@ -40,8 +40,6 @@ from server.media.store import PENDING, READY, Media
 
 log = logging.getLogger(__name__)
 
-# `data:<mime>;jan_<id>` (no `base64,`): how chat messages refer to stored media.
-PLACEHOLDER = re.compile(r"data:(image/[a-z0-9.+-]+);(jan_[A-Za-z0-9]+)")
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # S3's limit for SigV4 presigned URLs
 # A reserved upload id lives this long past its upload URL's expiry before the sweep drops it.
 PENDING_GRACE = timedelta(hours=1)
@@ -373,7 +371,7 @@ class MediaService:
 
 def _collect_ids(value: Any, path: str, first_seen: dict[str, str]) -> None:
     if isinstance(value, str):
-        for match in PLACEHOLDER.finditer(value):
+        for match in MEDIA_PLACEHOLDER.finditer(value):
             first_seen.setdefault(match.group(2), path)
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -385,7 +383,7 @@ def _collect_ids(value: Any, path: str, first_seen: dict[str, str]) -> None:
 
 def _replace(value: Any, replacements: dict[str, str]) -> Any:
     if isinstance(value, str):
-        return PLACEHOLDER.sub(lambda match: replacements[match.group(2)], value)
+        return MEDIA_PLACEHOLDER.sub(lambda match: replacements[match.group(2)], value)
     if isinstance(value, dict):
         return {key: _replace(item, replacements) for key, item in value.items()}
     if isinstance(value, list):
