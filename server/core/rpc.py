@@ -8,19 +8,22 @@ byte is an `x-http-status` header plus a JSON body, and an error after it is an 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.api import httpbody_pb2
+from google.protobuf import json_format, message, struct_pb2
 
 from server.core.errors import ApiError, internal_error, unauthorized
 from server.core.ids import new_request_id
 
 log = logging.getLogger(__name__)
 
+BodyReply = TypeVar("BodyReply", bound=message.Message)
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
@@ -169,3 +172,19 @@ def _integral(value: Any) -> Any:
     if isinstance(value, list):
         return [_integral(item) for item in value]
     return value
+
+
+def body_reply(reply_type: type[BodyReply]) -> Callable[[str, bytes], BodyReply]:
+    """Builds `reply_type`, a message whose `body` is an HttpBody, around one piece of HTTP body (http_body_unary and
+    http_body_stream also use it for error bodies)."""
+
+    def wrap(content_type: str, data: bytes) -> BodyReply:
+        return reply_type(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
+
+    return wrap
+
+
+def json_reply(reply_type: type[BodyReply], value: Any) -> BodyReply:
+    """`reply_type` holding `value` as a compact JSON body."""
+    data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return body_reply(reply_type)("application/json", data)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlsplit
 
 import grpc
-from google.api import httpbody_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.pagination import PageRequest
-from server.core.rpc import caller, http_body_stream, http_body_unary, metadata, unary
+from server.core.rpc import body_reply, caller, http_body_stream, http_body_unary, json_reply, metadata, unary
 from server.gen.jan.llm.v1 import llm_pb2, llm_pb2_grpc
 from server.llm.backends.base import InferenceBackend
 from server.llm.chat import ChatCompletions
@@ -30,35 +27,8 @@ def _model_message(backend: InferenceBackend) -> llm_pb2.Model:
     return llm_pb2.Model(id=info.model_id, object="model", created=info.created, owned_by=info.owned_by)
 
 
-def _body(content_type: str, data: bytes) -> llm_pb2.CreateChatCompletionResponse:
-    return llm_pb2.CreateChatCompletionResponse(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
-
-
-def _embedding_body(content_type: str, data: bytes) -> llm_pb2.CreateEmbeddingResponse:
-    return llm_pb2.CreateEmbeddingResponse(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
-
-
-JsonReply = TypeVar(
-    "JsonReply",
-    llm_pb2.ListChatCompletionsResponse,
-    llm_pb2.GetChatCompletionResponse,
-    llm_pb2.ListChatCompletionMessagesResponse,
-    llm_pb2.UpdateChatCompletionResponse,
-)
-
-
-def _json_reply(reply_type: type[JsonReply]) -> Callable[[str, bytes], JsonReply]:
-    """Builds `reply_type` holding one HTTP body, for http_body_unary (which also uses it for error bodies)."""
-
-    def wrap(content_type: str, data: bytes) -> JsonReply:
-        return reply_type(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
-
-    return wrap
-
-
-def _json(reply_type: type[JsonReply], value: dict[str, Any]) -> JsonReply:
-    data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-    return _json_reply(reply_type)("application/json", data)
+_body = body_reply(llm_pb2.CreateChatCompletionResponse)
+_embedding_body = body_reply(llm_pb2.CreateEmbeddingResponse)
 
 
 def _page_request(
@@ -125,7 +95,7 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
         async for piece in self._embeddings.create(request.body.data):
             yield _embedding_body("application/json", piece)
 
-    @http_body_unary(_json_reply(llm_pb2.ListChatCompletionsResponse))
+    @http_body_unary(body_reply(llm_pb2.ListChatCompletionsResponse))
     async def ListChatCompletions(
         self, request: llm_pb2.ListChatCompletionsRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.ListChatCompletionsResponse:
@@ -133,29 +103,29 @@ class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
             caller(context).user_id, _page_request(request), model=request.model or None,
             metadata=_metadata_filter(context),
         )
-        return _json(llm_pb2.ListChatCompletionsResponse, listed)
+        return json_reply(llm_pb2.ListChatCompletionsResponse, listed)
 
-    @http_body_unary(_json_reply(llm_pb2.GetChatCompletionResponse))
+    @http_body_unary(body_reply(llm_pb2.GetChatCompletionResponse))
     async def GetChatCompletion(
         self, request: llm_pb2.GetChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.GetChatCompletionResponse:
         completion = await self._stored.get(caller(context).user_id, request.completion_id)
-        return _json(llm_pb2.GetChatCompletionResponse, completion)
+        return json_reply(llm_pb2.GetChatCompletionResponse, completion)
 
-    @http_body_unary(_json_reply(llm_pb2.ListChatCompletionMessagesResponse))
+    @http_body_unary(body_reply(llm_pb2.ListChatCompletionMessagesResponse))
     async def ListChatCompletionMessages(
         self, request: llm_pb2.ListChatCompletionMessagesRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.ListChatCompletionMessagesResponse:
         listed = await self._stored.list_messages(caller(context).user_id, request.completion_id,
                                                   _page_request(request))
-        return _json(llm_pb2.ListChatCompletionMessagesResponse, listed)
+        return json_reply(llm_pb2.ListChatCompletionMessagesResponse, listed)
 
-    @http_body_unary(_json_reply(llm_pb2.UpdateChatCompletionResponse))
+    @http_body_unary(body_reply(llm_pb2.UpdateChatCompletionResponse))
     async def UpdateChatCompletion(
         self, request: llm_pb2.UpdateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.UpdateChatCompletionResponse:
         completion = await self._stored.update(caller(context).user_id, request.completion_id, request.body.data)
-        return _json(llm_pb2.UpdateChatCompletionResponse, completion)
+        return json_reply(llm_pb2.UpdateChatCompletionResponse, completion)
 
     @unary
     async def DeleteChatCompletion(

@@ -11,13 +11,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.api import httpbody_pb2
 from google.protobuf import json_format, struct_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
 from server.core.errors import ApiError, invalid_request
-from server.core.rpc import caller, http_body_stream, http_body_unary, metadata, request_id, struct_json, unary
+from server.core.rpc import (
+    body_reply,
+    caller,
+    http_body_stream,
+    http_body_unary,
+    metadata,
+    request_id,
+    struct_json,
+    unary,
+)
 from server.gen.jan.mcp.v1 import mcp_pb2, mcp_pb2_grpc
 from server.llm.embeddings import Embedder
 from server.mcp.protocol import INVALID_REQUEST, McpEndpoint, McpReply, McpRequest, error_reply
@@ -63,16 +71,9 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
     return json_format.ParseDict(value, struct_pb2.Struct())
 
 
-def _send_message_body(content_type: str, data: bytes) -> mcp_pb2.SendMessageResponse:
-    return mcp_pb2.SendMessageResponse(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
-
-
-def _open_stream_body(content_type: str, data: bytes) -> mcp_pb2.OpenStreamResponse:
-    return mcp_pb2.OpenStreamResponse(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
-
-
-def _end_session_body(content_type: str, data: bytes) -> mcp_pb2.EndSessionResponse:
-    return mcp_pb2.EndSessionResponse(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
+_send_message_body = body_reply(mcp_pb2.SendMessageResponse)
+_open_stream_body = body_reply(mcp_pb2.OpenStreamResponse)
+_end_session_body = body_reply(mcp_pb2.EndSessionResponse)
 
 
 async def _send_headers(context: grpc.aio.ServicerContext, reply: McpReply, *, sse: bool) -> None:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
-from google.api import httpbody_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
 from server.core.db import utcnow
 from server.core.pagination import PageRequest
-from server.core.rpc import caller, http_body_stream, http_body_unary, request_id, unary
+from server.core.rpc import body_reply, caller, http_body_stream, http_body_unary, json_reply, request_id, unary
 from server.gen.jan.responses.v1 import responses_pb2 as pb
 from server.gen.jan.responses.v1 import responses_pb2_grpc
 from server.responses.llm_client import LlmClient
@@ -22,24 +19,9 @@ from server.responses.mcp_client import McpClient
 from server.responses.rpc_client import CallerMetadata
 from server.responses.service import ResponseService
 
-JSON = "application/json"
 SSE = "text/event-stream"
 
-Reply = TypeVar("Reply", pb.CreateResponseResponse, pb.GetResponseResponse, pb.CancelResponseResponse,
-                pb.ListInputItemsResponse)
-
-
-def _wrap(reply_type: type[Reply]) -> Callable[[str, bytes], Reply]:
-    """Builds `reply_type` holding one HTTP body (also used by the rpc decorators for error bodies)."""
-
-    def wrap(content_type: str, data: bytes) -> Reply:
-        return reply_type(body=httpbody_pb2.HttpBody(content_type=content_type, data=data))
-
-    return wrap
-
-
-def _json(reply_type: type[Reply], value: dict[str, Any]) -> Reply:
-    return _wrap(reply_type)(JSON, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+_create_body = body_reply(pb.CreateResponseResponse)
 
 
 def _caller(context: grpc.aio.ServicerContext) -> CallerMetadata:
@@ -65,31 +47,31 @@ class ResponseServicer(responses_pb2_grpc.ResponseServiceServicer):
         servicer._startup = asyncio.get_running_loop().create_task(service.recover(utcnow()))
         return servicer
 
-    @http_body_stream(_wrap(pb.CreateResponseResponse))
+    @http_body_stream(_create_body)
     async def CreateResponse(
         self, request: pb.CreateResponseRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CreateResponseResponse]:
         created = await self._service.create(_caller(context), request.body.data)
         if created.events is None:
             assert created.response is not None
-            yield _json(pb.CreateResponseResponse, created.response)
+            yield json_reply(pb.CreateResponseResponse, created.response)
             return
         await context.send_initial_metadata((("cache-control", "no-cache"),))
         finished = False
         try:
             async for event in created.events:
-                yield _wrap(pb.CreateResponseResponse)(SSE, event)
+                yield _create_body(SSE, event)
             finished = True
         finally:
             if not finished and created.task is not None:
                 created.task.cancel()  # the client went away mid-stream: stop the model
 
-    @http_body_unary(_wrap(pb.GetResponseResponse))
+    @http_body_unary(body_reply(pb.GetResponseResponse))
     async def GetResponse(
         self, request: pb.GetResponseRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponseResponse:
         response = await self._service.get(caller(context).user_id, request.response_id)
-        return _json(pb.GetResponseResponse, response)
+        return json_reply(pb.GetResponseResponse, response)
 
     @unary
     async def DeleteResponse(
@@ -98,18 +80,18 @@ class ResponseServicer(responses_pb2_grpc.ResponseServiceServicer):
         await self._service.delete(caller(context).user_id, request.response_id)
         return pb.DeleteResponseResponse(id=request.response_id, object="response", deleted=True)
 
-    @http_body_unary(_wrap(pb.CancelResponseResponse))
+    @http_body_unary(body_reply(pb.CancelResponseResponse))
     async def CancelResponse(
         self, request: pb.CancelResponseRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelResponseResponse:
         response = await self._service.cancel(caller(context).user_id, request.response_id)
-        return _json(pb.CancelResponseResponse, response)
+        return json_reply(pb.CancelResponseResponse, response)
 
-    @http_body_unary(_wrap(pb.ListInputItemsResponse))
+    @http_body_unary(body_reply(pb.ListInputItemsResponse))
     async def ListInputItems(
         self, request: pb.ListInputItemsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListInputItemsResponse:
         listed = await self._service.list_input_items(
             caller(context).user_id, request.response_id, PageRequest.from_message(request)
         )
-        return _json(pb.ListInputItemsResponse, listed)
+        return json_reply(pb.ListInputItemsResponse, listed)
