@@ -15,7 +15,7 @@ import pytest
 from server.core.config import bundled_smollm2_path
 from tests.e2e.conftest import MODEL, assert_error_envelope, guest_login
 from tests.support.llama_server import LlamaServer, start_llama_server
-from tests.support.ports import free_port
+from tests.support.ports import refused_port
 from tests.support.stack import Stack, make_stack
 
 UPSTREAM = "upstream-smollm2"
@@ -41,12 +41,17 @@ def llama_server() -> Iterator[LlamaServer]:
 @pytest.fixture(scope="module")
 def upstream_stack(llama_server: LlamaServer) -> Iterator[Stack]:
     """The bundled model in-process, the same GGUF behind llama_cpp.server, and an upstream nobody listens on."""
+    with refused_port() as port:
+        yield from _upstream_stack(llama_server, port)
+
+
+def _upstream_stack(llama_server: LlamaServer, port: int) -> Iterator[Stack]:
     models = [
         {"id": MODEL, "path": bundled_smollm2_path(), "pool_size": 1, "threads": 1},
         # llama_cpp.server enforces only its own form of a JSON-schema response_format.
         {"id": UPSTREAM, "backend": "openai", "base_url": llama_server.base_url, "api_key": "upstream-secret",
          "json_schema_format": "json_object_schema"},
-        {"id": DOWN, "backend": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1",
+        {"id": DOWN, "backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1",
          "connect_timeout_seconds": 1},
     ]
     stack = make_stack(models=json.dumps(models))
