@@ -1,8 +1,9 @@
 -- gateway_headers.lua: the headers the gateway adds for clients and services, besides errors (errors.lua).
 --
--- Runs after jwt_authn and ext_authz, and before the two local_ratelimit filters, so that:
---   * on requests, it sees who was authenticated: a verified JWT gets `x-auth-method: jwt` (ext_authz already
---     set `apikey` for API keys);
+-- Runs after jwt_authn and ext_authz, and before the RBAC filter and the two local_ratelimit filters, so that:
+--   * on requests, it sees who was authenticated: a verified JWT gets `x-auth-method: jwt` and `x-user-roles`,
+--     its `roles` claim comma-separated, which RBAC checks on the admin routes (ext_authz already set both for
+--     API keys);
 --   * on responses (filters run in reverse), it sees the limiters' X-RateLimit-* headers, including on their own
 --     429s, and turns them into the seed's form:
 --       X-RateLimit-Limit-Minute / -Remaining-Minute   the minute limiter's bucket (raw headers, renamed here)
@@ -16,6 +17,9 @@
 -- x-ratelimit-reset as the seconds until the next token, and 0 while tokens remain.
 
 local METADATA_NAMESPACE = "jan.gateway"
+-- Where jwt_authn puts a verified token's payload (its `payload_in_metadata`).
+local JWT_METADATA_NAMESPACE = "envoy.filters.http.jwt_authn"
+local JWT_PAYLOAD_KEY = "jwt_payload"
 -- The limiters' default bucket: a request that matched none of their descriptors, so no limit applies.
 local NO_LIMIT = "4294967295"
 local WINDOW_SECONDS = { minute = 60, day = 86400 }
@@ -37,6 +41,19 @@ local function show_window(headers, window, suffix)
   headers:replace("x-ratelimit-remaining-" .. suffix, tostring(window.remaining))
 end
 
+-- The verified token's `roles` claim, comma-separated; "" if it has none (or it is not a list of strings).
+local function jwt_roles(handle)
+  local jwt = handle:streamInfo():dynamicMetadata():get(JWT_METADATA_NAMESPACE)
+  local payload = jwt and jwt[JWT_PAYLOAD_KEY]
+  local roles = payload and payload.roles
+  if type(roles) ~= "table" then return "" end
+  local names = {}
+  for _, role in ipairs(roles) do
+    if type(role) == "string" then names[#names + 1] = role end
+  end
+  return table.concat(names, ",")
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local method = headers:get("x-auth-method")
@@ -44,6 +61,7 @@ function envoy_on_request(handle)
   if method == nil and headers:get("x-jwt-payload") ~= nil then
     method = "jwt"
     headers:add("x-auth-method", method)
+    headers:replace("x-user-roles", jwt_roles(handle))
   end
   if method ~= nil then
     handle:streamInfo():dynamicMetadata():set(METADATA_NAMESPACE, "auth_method", method)

@@ -17,6 +17,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
 
+from server.admin.service import AdminService
+from server.admin.servicer import AdminServicer
 from server.auth.api_keys import ApiKeyAuthenticator
 from server.auth.ext_authz import ExtAuthzServicer
 from server.auth.service import AuthService
@@ -26,6 +28,7 @@ from server.core.config import Settings, usable_cpus
 from server.core.db import create_engine, session_factory
 from server.core.migrate import run_migrations
 from server.gateway.envoy import EnvoyProcess
+from server.gen.jan.admin.v1 import admin_pb2_grpc
 from server.gen.jan.auth.v1 import auth_pb2_grpc
 from server.gen.jan.llm.v1 import conversations_pb2_grpc, llm_pb2_grpc, projects_pb2_grpc
 from server.gen.jan.mcp.v1 import mcp_pb2_grpc
@@ -126,6 +129,7 @@ class JanServer:
             ResponseServicer.from_settings(settings, sessions), server
         )
         media_pb2_grpc.add_MediaServiceServicer_to_server(MediaServicer(self.media), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(AdminService(sessions)), server)
 
     async def _readiness_problem(self) -> str | None:
         try:

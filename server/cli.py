@@ -1,4 +1,4 @@
-"""`jan-server` command line: run the stack, migrate the database, or render the Envoy config."""
+"""`jan-server` command line: run the stack, migrate the database, render the Envoy config, or create an admin."""
 
 from __future__ import annotations
 
@@ -36,6 +36,40 @@ async def _migrate(settings: Settings) -> None:
     await run_migrations(settings.database)
 
 
+async def _create_admin(settings: Settings, email: str, name: str | None, key_name: str) -> int:
+    """Creates or promotes the admin and prints a new API key for it, the only way in until there is a login."""
+    from server.admin.service import AdminService, check_email
+    from server.auth.api_keys import ApiKeyService, NewApiKey
+    from server.core.db import create_engine, session_factory
+    from server.core.errors import ApiError
+
+    try:
+        check_email(email)
+    except ValueError as error:
+        print(f"jan-server admin create: {error}", file=sys.stderr)
+        return 2
+    await _migrate(settings)
+    engine = create_engine(settings.database)
+    try:
+        sessions = session_factory(engine)
+        admin = await AdminService(sessions).ensure_admin(email, name)
+        user = admin.user
+        print(f"{'Created' if admin.created else 'Promoted'} admin {user.username} ({user.id})", flush=True)
+        try:
+            created = await ApiKeyService(settings, sessions).create(user.id, NewApiKey(name=key_name, lifetime=None))
+        except ApiError as error:
+            print(f"jan-server admin create: no API key was made: {error.message}", file=sys.stderr)
+            return 1
+    finally:
+        await engine.dispose()
+    expires = created.record.expires_at.date().isoformat()
+    print(f"API key {created.record.id} (expires {expires}); it is shown only now, keep it secret:")
+    print(created.key)
+    print(f"Use it as 'Authorization: Bearer {created.key[:12]}...' or 'X-API-Key'; revoke it with "
+          f"DELETE /v1/auth/api-keys/{created.record.id}.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jan-server", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-gateway", action="store_true", help="serve gRPC only, without Envoy (e.g. in a mesh)")
     commands.add_parser("migrate", help="upgrade the database schema to the latest revision")
     commands.add_parser("envoy-config", help="print the rendered Envoy config")
+    admin = commands.add_parser("admin", help="manage admin users on this server's database")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    create_admin = admin_commands.add_parser(
+        "create",
+        help="create (or promote) an admin user and print a new API key for it",
+        description="Creates the user whose username is EMAIL, or promotes it if it exists, gives it the admin "
+        "role, and prints a new API key for it once. There is no password login yet: the key is how the admin "
+        "authenticates (X-API-Key or Authorization: Bearer). Migrates the database first if needed. Reads the "
+        "same JAN_* settings as `jan-server run` (JAN_DATABASE_URL, JAN_DATA_DIR for the API-key secret).",
+    )
+    create_admin.add_argument("--email", required=True, help="the admin's email; it becomes the username")
+    create_admin.add_argument("--name", help="a display name")
+    create_admin.add_argument("--key-name", default="admin (jan-server admin create)", help="the API key's name")
     args = parser.parse_args(argv)
 
     # We fork only to exec Envoy; gRPC's fork handlers are not needed (and log noise when skipped).
@@ -59,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         from server.protogen import DESCRIPTOR_SET
 
         sys.stdout.write(render_config(settings, DESCRIPTOR_SET))
+    elif args.command == "admin":
+        return asyncio.run(_create_admin(settings, args.email, args.name, args.key_name))
     return 0
 
 

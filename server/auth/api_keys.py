@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.auth import store
+from server.auth import roles, store
 from server.auth.store import ApiKey
 from server.auth.tokens import create_file_once
 from server.core.config import Settings
@@ -181,6 +181,8 @@ class ApiKeyIdentity:
     user_id: str
     tier: str
     expires_at: datetime
+    # The owner's roles when the verdict was made: a change applies within api_key_cache_seconds.
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,8 @@ class ApiKeyAuthenticator:
     """Recognises presented keys for the gateway's ext_authz check.
 
     A verdict, either way, is reused for `api_key_cache_seconds` (at most 5 s), so a revoked key stops working
-    within that time while a busy key costs one database read per interval. Expiry is checked on every request.
+    (and a change to its owner's roles applies) within that time while a busy key costs one database read per
+    interval. Expiry is checked on every request.
     """
 
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -221,7 +224,8 @@ class ApiKeyAuthenticator:
     async def _look_up(self, key_hash: str) -> _Verdict:
         now = utcnow()
         async with self._sessions.begin() as session:
-            key = await store.find_api_key_by_hash(session, key_hash)
+            found = await store.find_api_key_by_hash(session, key_hash)
+            key, owner_roles = found if found is not None else (None, [])
             outcome: ApiKeyIdentity | ApiError
             if key is None:
                 outcome = invalid_api_key("Invalid API key")
@@ -233,7 +237,10 @@ class ApiKeyAuthenticator:
                 since = now - LAST_USED_RESOLUTION
                 if key.last_used_at is None or key.last_used_at < since:
                     await store.mark_api_key_used(session, key.id, now, unless_since=since)
-                outcome = ApiKeyIdentity(key.id, key.user_id, self._known_tier(key.tier), key.expires_at)
+                tier = self._known_tier(key.tier)
+                outcome = ApiKeyIdentity(
+                    key.id, key.user_id, tier, key.expires_at, roles=tuple(roles.normalized(owner_roles))
+                )
         verdict = _Verdict(outcome, time.monotonic() + self._settings.api_key_cache_seconds)
         self._verdicts[key_hash] = verdict
         self._verdicts.move_to_end(key_hash)

@@ -19,6 +19,7 @@ from google.rpc import code_pb2, status_pb2
 from server.auth.api_keys import ApiKeyAuthenticator, ApiKeyIdentity
 from server.core.errors import ApiError, unauthorized, unavailable
 from server.core.ids import new_request_id
+from server.core.rpc import ROLES_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ def _allowed(identity: ApiKeyIdentity) -> external_auth_pb2.CheckResponse:
                 _header(AUTH_METHOD_HEADER, "apikey"),
                 _header(KEY_ID_HEADER, identity.key_id),
                 _header(KEY_TIER_HEADER, identity.tier),
+                # The key owner's roles, which Envoy's RBAC filter checks on the admin routes.
+                _header(ROLES_HEADER, ",".join(identity.roles)),
             ],
             # The key never reaches the services (or their logs).
             headers_to_remove=[API_KEY_HEADER, "authorization"],

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.auth import store
+from server.auth import roles, store
 from server.auth.api_keys import ApiKeyService
 from server.auth.tokens import TokenIssuer
 from server.core.config import Settings
@@ -43,6 +43,7 @@ class Profile:
     is_guest: bool
     created_at: datetime
     auth_method: str
+    roles: list[str]
 
 
 def hash_refresh_token(token: str) -> str:
@@ -93,6 +94,7 @@ class AuthService:
                 is_guest=user.is_guest,
                 created_at=user.created_at,
                 auth_method=auth_method,
+                roles=roles.normalized(user.roles),
             )
 
     async def _rejection(self, session: AsyncSession, token_hash: str, now: datetime) -> ApiError:
@@ -126,7 +128,9 @@ class AuthService:
         return TokenPair(
             user_id=user.id,
             username=user.username,
-            access_token=self._tokens.mint_access_token(user.id, user.username, user.is_guest),
+            access_token=self._tokens.mint_access_token(
+                user.id, user.username, user.is_guest, roles.normalized(user.roles)
+            ),
             refresh_token=refresh_token,
             expires_in=self._settings.access_token_ttl_seconds,
         )

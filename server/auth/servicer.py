@@ -106,6 +106,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             auth_method=profile.auth_method,
             is_guest=profile.is_guest,
             created_at=int(profile.created_at.timestamp()),
+            roles=profile.roles,
         )
 
     @unary

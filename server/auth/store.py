@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CursorResult, ForeignKey, Index, Select, String, func, or_, select, update
+from sqlalchemy import JSON, Boolean, CursorResult, ForeignKey, Index, Select, String, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -18,6 +18,9 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("user"))
     username: Mapped[str] = mapped_column(String(150), unique=True)
     is_guest: Mapped[bool] = mapped_column(Boolean)
+    # Role names, e.g. ["admin"] (server/auth/roles.py); carried in access tokens and API-key checks.
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    name: Mapped[str | None] = mapped_column(String(150))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -73,6 +76,10 @@ async def create_user(session: AsyncSession, *, username: str, is_guest: bool) -
 
 async def get_user(session: AsyncSession, user_id: str) -> User | None:
     return await session.get(User, user_id)
+
+
+async def find_user_by_username(session: AsyncSession, username: str) -> User | None:
+    return await session.scalar(select(User).where(User.username == username))
 
 
 async def add_refresh_token(
@@ -162,8 +169,11 @@ async def find_api_key(session: AsyncSession, user_id: str, key_id: str) -> ApiK
     return await session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id))
 
 
-async def find_api_key_by_hash(session: AsyncSession, key_hash: str) -> ApiKey | None:
-    return await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+async def find_api_key_by_hash(session: AsyncSession, key_hash: str) -> tuple[ApiKey, list[str]] | None:
+    """The key and its owner's current roles, which the key inherits."""
+    statement = select(ApiKey, User.roles).join(User, User.id == ApiKey.user_id).where(ApiKey.key_hash == key_hash)
+    row = (await session.execute(statement)).one_or_none()
+    return None if row is None else (row[0], list(row[1] or []))
 
 
 async def mark_api_key_used(session: AsyncSession, key_id: str, now: datetime, *, unless_since: datetime) -> None:

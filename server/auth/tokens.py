@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -60,7 +61,9 @@ class TokenIssuer:
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": [dict(self._key.jwk)]}
 
-    def mint_access_token(self, user_id: str, username: str, is_guest: bool) -> str:
+    def mint_access_token(
+        self, user_id: str, username: str, is_guest: bool, roles: Sequence[str] = ()
+    ) -> str:
         now = utcnow()
         claims: dict[str, Any] = {
             "iss": self._settings.jwt_issuer,
@@ -72,6 +75,8 @@ class TokenIssuer:
             "jti": secrets.token_urlsafe(16),
             "username": username,
             "guest": is_guest,
+            # Envoy copies this to x-user-roles and checks it on /v1/admin/* (server/auth/roles.py).
+            "roles": list(roles),
         }
         return jwt.encode(claims, self._key.private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
 

@@ -37,12 +37,24 @@ def request_id(context: grpc.aio.ServicerContext) -> str:
     return metadata(context).get("x-request-id") or new_request_id()
 
 
+# The caller's roles, comma-separated: from the access token's `roles` claim (jwt_authn) or the API key owner's
+# (ext_authz). Envoy strips client-sent copies, like x-user-id.
+ROLES_HEADER = "x-user-roles"
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is calling. Only the gateway sets these headers: Envoy strips them from client requests."""
 
     user_id: str
     auth_method: str
+    roles: frozenset[str] = frozenset()
+
+    def require_role(self, role: str) -> None:
+        """403 unless the caller has the role. Envoy already refuses such requests on the routes it guards; this
+        keeps a service safe if a route is added without the gateway rule, or called over gRPC past Envoy."""
+        if role not in self.roles:
+            raise ApiError(403, f"This endpoint requires the '{role}' role", code="permission_denied")
 
 
 def caller(context: grpc.aio.ServicerContext) -> Caller:
@@ -51,7 +63,8 @@ def caller(context: grpc.aio.ServicerContext) -> Caller:
     if not user_id:
         raise unauthorized()
     method = md.get("x-auth-method") or ("jwt" if "x-jwt-payload" in md else "internal")
-    return Caller(user_id=user_id, auth_method=method)
+    roles = frozenset(role.strip() for role in md.get(ROLES_HEADER, "").split(",") if role.strip())
+    return Caller(user_id=user_id, auth_method=method, roles=roles)
 
 
 async def send_http_status(context: grpc.aio.ServicerContext, status: int) -> None:

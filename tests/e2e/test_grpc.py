@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from tests.e2e.conftest import MODEL
 from tests.support.stack import Stack
 
-SERVICES = {"jan.auth.v1.AuthService", "jan.llm.v1.LlmService", "jan.system.v1.SystemService",
-            "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+SERVICES = {"jan.auth.v1.AuthService", "jan.admin.v1.AdminService", "jan.llm.v1.LlmService",
+            "jan.system.v1.SystemService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
 
 def grpcurl(stack: Stack, *args: str) -> str:

@@ -314,7 +314,9 @@ async def test_ext_authz_allows_a_key_and_sets_the_identity_headers(channel: grp
         assert response.status.code == 0 and response.HasField("ok_response")
         added = {option.header.key: option.header.value for option in response.ok_response.headers}
         assert added == {
-            "x-user-id": login.user_id, "x-auth-method": "apikey", "x-api-key-id": created.id, "x-api-key-tier": "pro"
+            "x-user-id": login.user_id, "x-auth-method": "apikey", "x-api-key-id": created.id, "x-api-key-tier": "pro",
+            # A guest has no roles; the header is still set, so nothing else can fill it in.
+            "x-user-roles": "",
         }
         assert set(response.ok_response.headers_to_remove) == {"x-api-key", "authorization"}
 

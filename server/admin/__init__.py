@@ -1,0 +1,1 @@
+"""Admin API: users and their roles (jan.admin.v1)."""
