@@ -103,6 +103,7 @@ class BackendInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     vision: bool = False  # accepts ChatMessage.images
     image_input: Literal["url", "data_url"] = "data_url"  # the form it wants images in
+    tools: bool = True  # accepts SamplingParams.tools; others answer 400 model_does_not_support_tools
 
 
 class InferenceBackend(ABC):

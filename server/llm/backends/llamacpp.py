@@ -97,6 +97,7 @@ class LlamaCppBackend(InferenceBackend):
             created=created,
             context_size=settings.context_size,
             extra={"backend": "llamacpp", "pool_size": settings.pool_size, "threads": settings.threads},
+            tools=settings.tools,
         )
         self._pool = InstancePool(settings.id, settings.queue_size)
         # Shared with the process's other computations when given (ModelRegistry does).

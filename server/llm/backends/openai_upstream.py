@@ -65,6 +65,7 @@ class OpenAIUpstreamBackend(InferenceBackend):
             extra={"backend": "openai", "base_url": settings.base_url},
             vision=settings.vision,
             image_input=settings.image_input,
+            tools=settings.tools,
         )
         self._upstream_model = settings.upstream_model or settings.id
         self._client: httpx.AsyncClient | None = None
