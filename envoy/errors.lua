@@ -2,7 +2,8 @@
 --   {"error":{"type":...,"code":...,"message":...,"param":...,"request_id":...}}
 --
 -- Runs before grpc_json_transcoder in http_filters, so on the way back it sees the transcoded response:
---   * `x-http-status` (initial metadata set by a servicer) becomes the status of a successful call;
+--   * `x-http-status` (initial metadata set by a servicer) becomes the status of a successful call, and of a
+--     failed one when it is an error status no gRPC code maps to (502);
 --   * the gRPC headers the transcoder leaves behind are dropped;
 --   * a non-2xx google.rpc.Status body, {"code":N,"message":"...","details":[]}, is replaced by its message
 --     when that is already an OpenAI error JSON (what server/core/rpc.py sends), or else wrapped in one.
@@ -105,8 +106,9 @@ function envoy_on_response(handle)
 
   local http_status = headers:get("x-http-status")
   if http_status then
-    -- Only a successful call takes the servicer's status: an RPC that failed after sending it keeps its error.
-    if headers:get(":status") == "200" then headers:replace(":status", http_status) end
+    -- A successful call takes the servicer's status; a failed one keeps its error unless the header is the error
+    -- status itself (an RPC that failed after sending a 201 must not answer 201).
+    if headers:get(":status") == "200" or tonumber(http_status) >= 400 then headers:replace(":status", http_status) end
     headers:remove("x-http-status")
   end
   -- 204 No Content has no body, and so no content-type or content-length (RFC 9110), which the transcoder

@@ -28,13 +28,17 @@ from server.core.config import Settings, usable_cpus
 from server.core.db import create_engine, session_factory
 from server.core.migrate import run_migrations
 from server.gateway.envoy import EnvoyProcess
-from server.gen.jan.admin.v1 import admin_pb2_grpc
+from server.gen.jan.admin.v1 import admin_pb2_grpc, model_catalog_pb2_grpc
 from server.gen.jan.auth.v1 import auth_pb2_grpc
 from server.gen.jan.llm.v1 import conversations_pb2_grpc, llm_pb2_grpc, projects_pb2_grpc
 from server.gen.jan.mcp.v1 import mcp_pb2_grpc
 from server.gen.jan.media.v1 import media_pb2_grpc
 from server.gen.jan.responses.v1 import responses_pb2_grpc
 from server.gen.jan.system.v1 import system_pb2_grpc
+from server.llm.catalog.provider_keys import ProviderKeyCipher, load_or_create_secret
+from server.llm.catalog.router import ModelRouter
+from server.llm.catalog.service import CatalogAdmin
+from server.llm.catalog.servicer import ModelCatalogServicer
 from server.llm.conversations.service import ConversationService
 from server.llm.conversations.servicer import ConversationServicer
 from server.llm.cpu_budget import ThreadBudget
@@ -63,7 +67,10 @@ class JanServer:
         self._engine = create_engine(settings.database)
         # One CPU budget for everything that computes here: chat models and the embedder take turns sharing it.
         cpu = ThreadBudget(usable_cpus())
-        self._models = ModelRegistry.from_settings(settings.models, cpu)
+        self._registry = ModelRegistry.from_settings(settings.models, cpu)
+        # JAN_MODELS and the admins' catalog; set up in start(), after migrations.
+        self._models: ModelRouter | None = None
+        self._catalog: CatalogAdmin | None = None
         # Shared by POST /v1/embeddings and the file_search tools; a load failure makes only those answer 503.
         self._embedder = MiniLMEmbedder.from_settings(settings, cpu)
         # Started after migrations (its retention sweep queries the database). Chat resolves placeholders with it.
@@ -77,7 +84,13 @@ class JanServer:
         await run_migrations(settings.database)
         issuer = TokenIssuer(settings)
         await issuer.load_or_create()
-        await asyncio.gather(self._models.start(), self._embedder.start())
+        await asyncio.gather(self._registry.start(), self._embedder.start())
+        cipher = ProviderKeyCipher(await asyncio.to_thread(load_or_create_secret, settings))
+        self._models = ModelRouter(
+            self._registry, settings.models, session_factory(self._engine), cipher, settings.catalog_refresh_seconds
+        )
+        await self._models.start()
+        self._catalog = CatalogAdmin(settings, session_factory(self._engine), self._models, cipher)
         await self.media.start()
 
         server = grpc.aio.server(
@@ -114,6 +127,7 @@ class JanServer:
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             ExtAuthzServicer(ApiKeyAuthenticator(settings, sessions)), server
         )
+        assert self._models is not None and self._catalog is not None, "start() sets up the models first"
         llm_pb2_grpc.add_LlmServiceServicer_to_server(
             LlmServicer(self._models, sessions, self._embedder, self.media.resolve_placeholders), server
         )
@@ -130,6 +144,7 @@ class JanServer:
         )
         media_pb2_grpc.add_MediaServiceServicer_to_server(MediaServicer(self.media), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(AdminService(sessions)), server)
+        model_catalog_pb2_grpc.add_ModelCatalogServiceServicer_to_server(ModelCatalogServicer(self._catalog), server)
 
     async def _readiness_problem(self) -> str | None:
         try:
@@ -137,7 +152,7 @@ class JanServer:
                 await connection.execute(text("SELECT 1"))
         except Exception as error:
             return f"database unavailable: {error.__class__.__name__}"
-        return self._models.readiness_problem()
+        return self._registry.readiness_problem()
 
     def listening_line(self) -> str:
         grpc_part = f"gRPC on {self.settings.grpc_target}"
@@ -149,7 +164,9 @@ class JanServer:
         # Refuse new RPCs, then end in-flight generations: their streams get a `server_shutting_down` error
         # event through the still-running Envoy before the gRPC server and the gateway go away.
         stopping = asyncio.create_task(self._grpc.stop(SHUTDOWN_GRACE_SECONDS)) if self._grpc else None
-        await self._models.close()
+        if self._models is not None:
+            await self._models.close()
+        await self._registry.close()
         if stopping is not None:
             await stopping
         await self._embedder.close()

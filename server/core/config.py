@@ -268,8 +268,15 @@ class Settings(BaseSettings):
         200, ge=1, le=10_000, description="most items a response replays from its conversation or previous responses"
     )
 
-    # Models
+    # Models: JAN_MODELS, plus the catalog admins manage (server/llm/catalog)
     models: list[ModelSettings] = Field(default_factory=default_models)
+    provider_key_secret: SecretStr = Field(
+        SecretStr(""), description="key that encrypts providers' API keys; empty = generated once into data_dir"
+    )
+    catalog_refresh_seconds: float = Field(
+        10.0, gt=0, description="how often a replica rereads the catalog that another replica's admin changed"
+    )
+    provider_sync_timeout_seconds: float = Field(15.0, gt=0, description="a provider's `GET /models` on sync")
 
     log_level: str = "INFO"
 

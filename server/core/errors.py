@@ -25,6 +25,8 @@ _BY_STATUS: dict[int, tuple[grpc.StatusCode, str]] = {
     503: (grpc.StatusCode.UNAVAILABLE, "internal_error"),
     504: (grpc.StatusCode.DEADLINE_EXCEEDED, "internal_error"),
 }
+# Statuses the transcoder derives from their gRPC code unchanged; others are sent as `x-http-status` too.
+_TRANSCODED_STATUSES = frozenset({400, 401, 403, 404, 409, 429, 500, 501, 503, 504})
 
 
 class ApiError(Exception):
@@ -45,6 +47,10 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.type = type or _BY_STATUS.get(status, (grpc.StatusCode.UNKNOWN, "internal_error"))[1]
+
+    @property
+    def status_survives_transcoding(self) -> bool:
+        return self.status in _TRANSCODED_STATUSES
 
     @property
     def grpc_code(self) -> grpc.StatusCode:

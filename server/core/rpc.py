@@ -73,6 +73,9 @@ async def send_http_status(context: grpc.aio.ServicerContext, status: int) -> No
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+    if not error.status_survives_transcoding:
+        # No gRPC code becomes this status (e.g. 502): errors.lua takes an error status from the header instead.
+        await send_http_status(context, error.status)
     await context.abort(error.grpc_code, error.json(request_id(context)))
 
 

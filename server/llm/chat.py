@@ -13,13 +13,15 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from server.core.json_body import parse_object
 from server.llm.backends.base import Finish, GenerationEvent, TextDelta, ToolCall
-from server.llm.chat_media import MediaResolver, check_vision, resolve_placeholders
-from server.llm.chat_request import ChatCompletionRequest, parse_chat_request
+from server.llm.capabilities import checked_chat_request
+from server.llm.catalog.router import Route
+from server.llm.chat_media import MediaResolver, resolve_placeholders
+from server.llm.chat_request import ChatCompletionRequest, parse_chat_request, requested_model
 from server.llm.chat_tools import tool_call_object
 from server.llm.completions.service import StoredCompletions
 from server.llm.memory import ConversationMemory
-from server.llm.models import ModelRegistry
 
 SSE = "text/event-stream"
 JSON = "application/json"
@@ -57,25 +59,30 @@ async def _keep_nothing(completion: dict[str, Any]) -> None:
 
 
 class ChatCompletions:
-    """`resolve_media` turns `data:<mime>;jan_<id>` placeholders into URLs or data URLs (the media service's);
-    without it, a request holding a placeholder is refused."""
+    """`route` finds the model a request names (ModelRouter.route). `resolve_media` turns `data:<mime>;jan_<id>`
+    placeholders into URLs or data URLs (the media service's); without it, a request holding a placeholder is
+    refused."""
 
     def __init__(
         self,
-        models: ModelRegistry,
+        route: Callable[[str], Route],
         memory: ConversationMemory,
         stored: StoredCompletions,
         resolve_media: MediaResolver | None = None,
     ) -> None:
-        self._models = models
+        self._route = route
         self._memory = memory
         self._stored = stored
         self._resolve_media = resolve_media
 
     async def create(self, body: bytes, user_id: str) -> AsyncIterator[tuple[str, bytes]]:
-        request = parse_chat_request(body)
-        backend = self._models.get(request.model)
-        check_vision(request, backend.info)
+        payload = parse_object(body)
+        route = self._route(requested_model(payload))
+        # The model's defaults fill what the request leaves out; answers name the model an alias stands for.
+        request = checked_chat_request(
+            parse_chat_request({**route.default_params, **payload, "model": route.model_id}), route
+        )
+        backend = route.backend
         messages, history = request.messages, range(0)
         on_finish: OnFinish = _no_conversation
         if request.conversation_id is not None:

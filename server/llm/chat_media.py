@@ -1,5 +1,5 @@
-"""Images in chat completions: refusing them for models without vision, and resolving the media service's
-`data:<mime>;jan_<id>` placeholders before the backend sees the messages."""
+"""Images in chat completions: resolving the media service's `data:<mime>;jan_<id>` placeholders before the
+backend sees the messages (server/llm/capabilities.py refuses images for models without vision)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from server.core.errors import ApiError, invalid_request
+from server.core.errors import invalid_request
 from server.core.ids import MEDIA_PLACEHOLDER
 from server.llm.backends.base import BackendInfo, ChatMessage
-from server.llm.chat_request import ChatCompletionRequest
 
 # (user_id, JSON value, as_data_url) -> the value with every placeholder in any string replaced by a presigned URL
 # or a base64 data URL; raises ApiError 400 naming an id that is unknown or not the user's.
 MediaResolver = Callable[[str, Any, bool], Awaitable[Any]]
-
-
-def model_not_multimodal(model: str, param: str) -> ApiError:
-    return ApiError(400, f"The model '{model}' does not accept images: it has no vision support",
-                    code="model_not_multimodal", param=param)
-
-
-def check_vision(request: ChatCompletionRequest, backend: BackendInfo) -> None:
-    if request.first_image_param is not None and not backend.vision:
-        raise model_not_multimodal(request.model, request.first_image_param)
 
 
 async def resolve_placeholders(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.core.errors import invalid_request
+from server.core.errors import ApiError, invalid_request
 from server.core.json_body import (
     optional_bool,
     optional_int,
@@ -28,6 +28,10 @@ TEXT_PART_TYPES = {"text", "input_text", "output_text"}
 IMAGE_PART_TYPES = {"image_url", "input_image"}
 IMAGE_DETAILS = ("auto", "low", "high")
 MAX_STOP_SEQUENCES = 4
+# The request fields a model's catalog entry may give defaults for (a cap on max_tokens is its token limit).
+DEFAULT_PARAM_FIELDS = frozenset(
+    {"temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty", "stop", "seed"}
+)
 
 
 @dataclass(frozen=True)
@@ -50,13 +54,36 @@ class ChatCompletionRequest:
     first_image_param: str | None = None
 
 
-def parse_chat_request(body: bytes) -> ChatCompletionRequest:
-    payload = parse_object(body)
+def requested_model(payload: dict[str, Any]) -> str:
     model = payload.get("model")
     if model is None:
         raise invalid_request("Parameter 'model' is required", param="model", code="missing_required_parameter")
     if not isinstance(model, str) or not model:
         raise invalid_request("Parameter 'model' must be a non-empty string", param="model")
+    return model
+
+
+def validate_default_params(raw: Any) -> dict[str, Any]:
+    """A model's default sampling parameters as an admin sets them: the request fields they stand in for, each
+    valid as in a request."""
+    if not isinstance(raw, dict):
+        raise invalid_request("'default_params' must be an object", param="default_params")
+    unknown = sorted(set(raw) - DEFAULT_PARAM_FIELDS)
+    if unknown:
+        raise invalid_request(
+            f"'default_params.{unknown[0]}' cannot have a default; allowed: {', '.join(sorted(DEFAULT_PARAM_FIELDS))}",
+            param=f"default_params.{unknown[0]}",
+        )
+    try:
+        _parse_sampling(raw)
+    except ApiError as error:
+        raise invalid_request(error.message, param=f"default_params.{error.param}") from None
+    return raw
+
+
+def parse_chat_request(body: bytes | dict[str, Any]) -> ChatCompletionRequest:
+    payload = body if isinstance(body, dict) else parse_object(body)
+    model = requested_model(payload)
 
     messages = _parse_messages(payload.get("messages"))
     store = optional_bool(payload, "store")

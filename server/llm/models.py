@@ -48,8 +48,9 @@ class ModelRegistry:
             raise unavailable(f"The model '{model_id}' is unavailable: {self._load_failures[model_id]}")
         return backend
 
-    def all(self) -> list[InferenceBackend]:
-        return sorted(self._backends.values(), key=lambda b: b.info.model_id)
+    def backend(self, model_id: str) -> InferenceBackend:
+        """The model's backend, loaded or not (KeyError for an unknown id)."""
+        return self._backends[model_id]
 
     def readiness_problem(self) -> str | None:
         if self._load_failures:

@@ -12,19 +12,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.core.pagination import PageRequest
 from server.core.rpc import body_reply, caller, http_body_stream, http_body_unary, json_reply, metadata, unary
 from server.gen.jan.llm.v1 import llm_pb2, llm_pb2_grpc
-from server.llm.backends.base import InferenceBackend
+from server.llm.catalog.router import ModelRouter, Route
 from server.llm.chat import ChatCompletions
 from server.llm.chat_media import MediaResolver
 from server.llm.completions.service import StoredCompletions
 from server.llm.embeddings import Embedder
 from server.llm.embeddings.api import EmbeddingsApi
 from server.llm.memory import ConversationMemory
-from server.llm.models import ModelRegistry
 
 
-def _model_message(backend: InferenceBackend) -> llm_pb2.Model:
-    info = backend.info
-    return llm_pb2.Model(id=info.model_id, object="model", created=info.created, owned_by=info.owned_by)
+def _model_message(model_id: str, route: Route, *, provider_data: bool = False) -> llm_pb2.Model:
+    message = llm_pb2.Model(id=model_id, object="model", created=route.created, owned_by=route.owned_by)
+    if provider_data:
+        message.provider_id = route.provider_id
+        message.provider_vendor = route.provider_vendor
+        message.provider_name = route.provider_name
+    return message
+
+
+def _wants_provider_data(context: grpc.aio.ServicerContext) -> bool:
+    """The original Jan's `X-PROVIDER-DATA: true`: every provider's copy of a model, saying whose it is."""
+    return metadata(context).get("x-provider-data", "").lower() == "true"
 
 
 _body = body_reply(llm_pb2.CreateChatCompletionResponse)
@@ -55,26 +63,38 @@ def _metadata_filter(context: grpc.aio.ServicerContext) -> dict[str, str]:
 class LlmServicer(llm_pb2_grpc.LlmServiceServicer):
     def __init__(
         self,
-        models: ModelRegistry,
+        models: ModelRouter,
         sessions: async_sessionmaker[AsyncSession],
         embedder: Embedder,
         resolve_media: MediaResolver | None = None,
     ) -> None:
         """`resolve_media`: the media service's placeholder resolver; without it, chat refuses placeholders."""
         self._models = models
-        self._embeddings = EmbeddingsApi(embedder)
+        self._embeddings = EmbeddingsApi(embedder, models.knows)
         self._stored = StoredCompletions(sessions)
-        self._chat = ChatCompletions(models, ConversationMemory(sessions), self._stored, resolve_media)
+        self._chat = ChatCompletions(models.route, ConversationMemory(sessions), self._stored, resolve_media)
 
     @unary
     async def ListModels(
         self, request: llm_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.ListModelsResponse:
-        return llm_pb2.ListModelsResponse(object="list", data=[_model_message(b) for b in self._models.all()])
+        every_provider = _wants_provider_data(context)
+        models = [
+            _model_message(model_id, route, provider_data=every_provider)
+            for model_id, route in self._models.listed(every_provider=every_provider)
+        ]
+        return llm_pb2.ListModelsResponse(object="list", data=models)
 
     @unary
     async def GetModel(self, request: llm_pb2.GetModelRequest, context: grpc.aio.ServicerContext) -> llm_pb2.Model:
-        return _model_message(self._models.get(request.model))
+        route = self._models.route(request.model)
+        return _model_message(request.model, route, provider_data=_wants_provider_data(context))
+
+    @http_body_unary(body_reply(llm_pb2.ListModelProvidersResponse))
+    async def ListModelProviders(
+        self, request: llm_pb2.ListModelProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ListModelProvidersResponse:
+        return json_reply(llm_pb2.ListModelProvidersResponse, self._models.active_providers())
 
     @http_body_stream(_body)
     async def CreateChatCompletion(

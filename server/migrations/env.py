@@ -14,6 +14,7 @@ from sqlalchemy.pool import NullPool
 
 # Importing a service's store registers its tables on Base.metadata, which autogenerate diffs against.
 import server.auth.store
+import server.llm.catalog.store
 import server.llm.completions.store
 import server.llm.conversations.store
 import server.llm.projects.store

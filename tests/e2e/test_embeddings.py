@@ -79,7 +79,8 @@ def test_the_largest_request_arrives_whole(http: httpx.Client, auth_headers: dic
         ({"model": EMBEDDING_MODEL, "input": "x", "dimensions": 128}, 400, "invalid_parameter", "dimensions"),
         ({"model": EMBEDDING_MODEL, "input": "x", "encoding_format": "int8"}, 400, "invalid_parameter",
          "encoding_format"),
-        ({"model": MODEL, "input": "x"}, 404, "model_not_found", "model"),
+        ({"model": MODEL, "input": "x"}, 400, "model_not_embedding", "model"),
+        ({"model": "no-such-model", "input": "x"}, 404, "model_not_found", "model"),
     ],
 )
 def test_bad_requests_get_openai_errors(

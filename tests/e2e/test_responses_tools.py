@@ -37,11 +37,18 @@ def forced_python_exec() -> dict[str, str]:
 QUESTION = "What is 1234 * 5678?"
 
 
-def assert_python_ran(item: Any) -> dict[str, Any]:
-    """An mcp_call of python_exec that ran in the sandbox: its output is the tool's result payload."""
+def assert_python_ran(item: Any) -> dict[str, Any] | None:
+    """An mcp_call of python_exec that ran in the sandbox: its output is the tool's result payload (returned).
+
+    SmolLM2 sometimes writes empty code (greedy output varies with the instance's cached prefix); the tool refuses
+    that, and the call is then `failed` with the tool's error, which is what a user sees too (returns None)."""
     assert item.type == "mcp_call" and item.name == "python_exec" and item.server_label == "jan"
+    code = json.loads(item.arguments)["code"]
+    assert isinstance(code, str)
+    if not code.strip():
+        assert item.status == "failed" and "non-empty" in item.error and item.output is None
+        return None
     assert item.status == "completed" and item.error is None
-    assert isinstance(json.loads(item.arguments)["code"], str)
     payload: dict[str, Any] = json.loads(item.output)
     assert isinstance(payload["exit_code"], int) and "stdout" in payload and payload["timed_out"] is False
     return payload
@@ -94,14 +101,14 @@ def test_streamed_tool_calls_have_their_events(stack: Stack, client: openai.Open
     ))
     assert [event.sequence_number for event in events] == list(range(len(events)))
     types = [event.type for event in events]
-    call_events = [t for t in types if "mcp_call" in t and t != "response.mcp_call_arguments.delta"]
-    assert call_events == ["response.mcp_call_arguments.done", "response.mcp_call.in_progress",
-                           "response.mcp_call.completed"]
-    assert types.index("response.mcp_call_arguments.delta") < types.index("response.mcp_call_arguments.done")
     done = next(e for e in events if e.type == "response.output_item.done" and e.item.type == "mcp_call")
     payload = assert_python_ran(done.item)  # type: ignore[union-attr]
+    call_events = [t for t in types if "mcp_call" in t and t != "response.mcp_call_arguments.delta"]
+    outcome = "response.mcp_call.completed" if payload is not None else "response.mcp_call.failed"
+    assert call_events == ["response.mcp_call_arguments.done", "response.mcp_call.in_progress", outcome]
+    assert types.index("response.mcp_call_arguments.delta") < types.index("response.mcp_call_arguments.done")
     final = events[-1].response  # type: ignore[union-attr]
-    assert json.loads(final.output[0].output) == payload
+    assert (json.loads(final.output[0].output) if payload is not None else final.output[0].output) == payload
 
 
 def test_a_client_function_tool_round_trip(client: openai.OpenAI) -> None:

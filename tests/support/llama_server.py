@@ -38,15 +38,18 @@ class LlamaServer:
                 self.process.wait()
 
 
-def start_llama_server(threads: int = 2, timeout: float = 60, *extra: str) -> LlamaServer:
-    """Started and answering `GET /v1/models`. `--interrupt_requests False`: by default the server ends a running
-    stream with an empty 200 when another request arrives (inference.md §4)."""
+def start_llama_server(threads: int = 2, timeout: float = 60, *extra: str, api_key: str = "") -> LlamaServer:
+    """Started and answering `GET /v1/models` (requiring `api_key` when one is given). `--interrupt_requests
+    False`: by default the server ends a running stream with an empty 200 when another request arrives
+    (inference.md §4)."""
     port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", bundled_smollm2_path(), "--host", "127.0.0.1",
         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads), "--n_threads_batch", str(threads),
         "--interrupt_requests", "False", "--verbose", "False", *extra,
     ]
+    if api_key:
+        command += ["--api_key", api_key]
     log = tempfile.TemporaryFile("w+")  # not a pipe: nobody reads it while the server runs
     server = LlamaServer(port, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True))
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -56,7 +59,8 @@ def start_llama_server(threads: int = 2, timeout: float = 60, *extra: str) -> Ll
             log.seek(0)
             raise RuntimeError("llama_cpp.server exited:\n" + log.read()[-4000:])
         try:
-            with opener.open(server.base_url + "/models", timeout=2) as response:
+            probe = urllib.request.Request(server.base_url + "/models", headers={"Authorization": f"Bearer {api_key}"})
+            with opener.open(probe, timeout=2) as response:
                 if response.status == 200:
                     return server
         except OSError:

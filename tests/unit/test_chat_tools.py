@@ -4,7 +4,7 @@ backend receives. The backend is a test double that records its input and replay
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import pytest
@@ -23,12 +23,12 @@ from server.llm.backends.base import (
     TextDelta,
     ToolCall,
 )
+from server.llm.catalog.router import Route
 from server.llm.chat import ChatCompletions
 from server.llm.chat_request import parse_chat_request
 from server.llm.completions.service import StoredCompletions
 from server.llm.conversations.service import ConversationService
 from server.llm.memory import ConversationMemory
-from server.llm.models import ModelRegistry
 
 WEATHER = {
     "type": "function",
@@ -67,11 +67,14 @@ class RecordingBackend(InferenceBackend):
             yield event
 
 
+def _only(backend: RecordingBackend) -> Callable[[str], Route]:
+    """Routes every model id to the backend."""
+    return lambda model_id: Route(model_id, backend, "settings", "test", "test", created=0)
+
+
 def _chat(backend: RecordingBackend, resolver: Any = None) -> ChatCompletions:
     sessions = async_sessionmaker()  # never used: these requests neither store nor continue a conversation
-    return ChatCompletions(
-        ModelRegistry([backend]), ConversationMemory(sessions), StoredCompletions(sessions), resolver
-    )
+    return ChatCompletions(_only(backend), ConversationMemory(sessions), StoredCompletions(sessions), resolver)
 
 
 async def _answer(chat: ChatCompletions, user_id: str = "user-1", **fields: Any) -> list[bytes]:
@@ -234,8 +237,7 @@ async def test_a_conversation_keeps_images_as_sent_and_replays_them_to_vision_mo
         return json.loads(json.dumps(payload).replace("data:image/png;jan_01abc", PIXEL))
 
     def chat(backend: RecordingBackend) -> ChatCompletions:
-        return ChatCompletions(ModelRegistry([backend]), ConversationMemory(sessions), StoredCompletions(sessions),
-                               resolver)
+        return ChatCompletions(_only(backend), ConversationMemory(sessions), StoredCompletions(sessions), resolver)
 
     placeholder = {"type": "image_url", "image_url": {"url": "data:image/png;jan_01abc"}}
     content = [{"type": "text", "text": "look"}, placeholder]

@@ -1,9 +1,10 @@
 """Chat completions forwarded to an OpenAI-compatible server (vLLM, llama.cpp's server, hosted APIs).
 
-One httpx.AsyncClient per model keeps connections to the upstream open between requests (HTTP/2 where the server
-offers it over TLS; plain http:// stays HTTP/1.1). Every request streams upstream, whatever the client asked for,
-so text reaches our client chunk by chunk and a client that leaves closes the upstream response at once, which
-stops the upstream's generation. Our ids, envelope and error shape are chat.py's, as for every backend.
+One httpx.AsyncClient per upstream server (OpenAIUpstream, shared by the models it serves) keeps connections open
+between requests (HTTP/2 where the server offers it over TLS; plain http:// stays HTTP/1.1). Every request streams
+upstream, whatever the client asked for, so text reaches our client chunk by chunk and a client that leaves closes
+the upstream response at once, which stops the upstream's generation. Our ids, envelope and error shape are
+chat.py's, as for every backend.
 
 Failures before the first byte (connection refused or reset, 502/503/504) are retried a couple of times with a
 short backoff; once the upstream has started answering, nothing is retried (it could repeat tokens the client has
@@ -24,6 +25,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 
@@ -52,45 +54,54 @@ def upstream_timeout(model_id: str) -> ApiError:
     return ApiError(504, f"The upstream of model '{model_id}' did not answer in time", code="upstream_timeout")
 
 
-class OpenAIUpstreamBackend(InferenceBackend):
-    """A model served by an OpenAI-compatible server; at most `max_in_flight` requests at once, more get 429."""
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """Where an OpenAI-compatible server is and how to talk to it. `name` is for logs (a model's or a provider's)."""
 
-    def __init__(self, settings: ModelSettings) -> None:
-        self.settings = settings
-        self.info = BackendInfo(
-            model_id=settings.id,
-            owned_by=settings.owned_by,
-            created=0,
-            context_size=settings.context_size,
-            extra={"backend": "openai", "base_url": settings.base_url},
-            vision=settings.vision,
-            image_input=settings.image_input,
-            tools=settings.tools,
+    name: str
+    base_url: str
+    api_key: str = ""
+    connect_timeout_seconds: float = 5.0
+    timeout_seconds: float = 60.0
+    max_in_flight: int = 64
+
+    @classmethod
+    def of_model(cls, settings: ModelSettings) -> UpstreamConfig:
+        return cls(
+            name=f"model {settings.id}",
+            base_url=settings.base_url,
+            api_key=settings.api_key.get_secret_value(),
+            connect_timeout_seconds=settings.connect_timeout_seconds,
+            timeout_seconds=settings.timeout_seconds,
+            max_in_flight=settings.max_in_flight,
         )
-        self._upstream_model = settings.upstream_model or settings.id
+
+
+class OpenAIUpstream:
+    """One OpenAI-compatible server: its connection pool, reachability probe and in-flight cap, shared by every
+    model served from it (a JAN_MODELS entry has its own; a catalog provider's models share the provider's)."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
         self._client: httpx.AsyncClient | None = None
         self._probing: asyncio.Task[None] | None = None
         self._in_flight = 0
-        self._started = False
-        self._closing = False
+        self.started = False
+        self.closing = False
         self.reachable = False
 
-    @property
-    def ready(self) -> bool:
-        return self._started and not self._closing
-
     async def start(self) -> None:
-        key = self.settings.api_key.get_secret_value()
+        key = self.config.api_key
         self._client = httpx.AsyncClient(
-            base_url=self.settings.base_url.rstrip("/") + "/",
+            base_url=self.config.base_url.rstrip("/") + "/",
             http2=True,
             headers={"Authorization": f"Bearer {key}"} if key else {},
-            timeout=httpx.Timeout(self.settings.timeout_seconds, connect=self.settings.connect_timeout_seconds),
-            transport=upstream_transport(self.settings.max_in_flight),
+            timeout=httpx.Timeout(self.config.timeout_seconds, connect=self.config.connect_timeout_seconds),
+            transport=upstream_transport(self.config.max_in_flight),
         )
         await self._probe()
         self._probing = asyncio.create_task(self._probe_periodically())
-        self._started = True
+        self.started = True
 
     async def _probe(self) -> None:
         assert self._client is not None
@@ -99,9 +110,9 @@ class OpenAIUpstreamBackend(InferenceBackend):
             reachable = response.status_code < 500
         except httpx.HTTPError:
             reachable = False
-        if reachable != self.reachable or not self._started:
-            log.log(logging.INFO if reachable else logging.WARNING, "upstream of model %s at %s is %s",
-                    self.settings.id, self.settings.base_url, "reachable" if reachable else "unreachable")
+        if reachable != self.reachable or not self.started:
+            log.log(logging.INFO if reachable else logging.WARNING, "upstream of %s at %s is %s",
+                    self.config.name, self.config.base_url, "reachable" if reachable else "unreachable")
         self.reachable = reachable
 
     async def _probe_periodically(self) -> None:
@@ -110,60 +121,45 @@ class OpenAIUpstreamBackend(InferenceBackend):
             await self._probe()
 
     async def close(self) -> None:
-        self._closing = True
+        self.closing = True
         if self._probing is not None:
             self._probing.cancel()
         if self._client is not None:
             # Streams still reading end with an error, which generate() reports as server_shutting_down.
             await self._client.aclose()
 
-    async def generate(
-        self, messages: list[ChatMessage], params: SamplingParams, history: range = range(0)
-    ) -> AsyncGenerator[GenerationEvent, None]:
-        """`history` is not trimmed here (the upstream's tokenizer is not ours): a prompt too long for the upstream
-        gets its 400."""
-        if self._closing:
+    @asynccontextmanager
+    async def stream(self, model_id: str, body: dict[str, object]) -> AsyncIterator[AsyncIterator[str]]:
+        """The upstream's SSE lines for one request; leaving the block (finished, failed, or the consumer gone)
+        closes the response, which drops the connection if the answer was not read to its end, so the upstream
+        stops generating."""
+        if self.closing:
             raise shutting_down()
         if self._client is None:
-            raise model_unavailable(self.settings.id, "it has not started")
-        if self._in_flight >= self.settings.max_in_flight:
-            raise server_busy(f"The model '{self.settings.id}' has {self._in_flight} requests in flight; retry shortly")
+            raise model_unavailable(model_id, "it has not started")
+        if self._in_flight >= self.config.max_in_flight:
+            raise server_busy(f"The model '{model_id}' has {self._in_flight} requests in flight; retry shortly")
         self._in_flight += 1
         try:
-            body = request_body(self._upstream_model, messages, params, self.settings.json_schema_format)
-            async with self._stream(body) as lines:
-                parser = ChunkParser()
-                async for line in lines:
-                    delta = parser.line(line)
-                    if delta is not None:
-                        yield delta
-                for event in parser.finish():
-                    yield event
-        finally:
-            self._in_flight -= 1
-
-    @asynccontextmanager
-    async def _stream(self, body: dict[str, object]) -> AsyncIterator[AsyncIterator[str]]:
-        """The upstream's SSE lines; leaving the block (finished, failed, or the consumer gone) closes the response,
-        which drops the connection if the answer was not read to its end, so the upstream stops generating."""
-        response = await self._open(body)
-        try:
+            response = await self._open(model_id, body)
             try:
                 yield response.aiter_lines()
             except httpx.TimeoutException as error:
-                raise self._closing_or(upstream_timeout(self.settings.id)) from error
+                raise self._closing_or(upstream_timeout(model_id)) from error
             except httpx.HTTPError as error:
                 raise self._closing_or(
-                    upstream_failure(f"The upstream of model '{self.settings.id}' failed mid-answer: "
+                    upstream_failure(f"The upstream of model '{model_id}' failed mid-answer: "
                                      f"{error.__class__.__name__}")
                 ) from error
+            finally:
+                await response.aclose()
         finally:
-            await response.aclose()
+            self._in_flight -= 1
 
     def _closing_or(self, error: ApiError) -> ApiError:
-        return shutting_down() if self._closing else error
+        return shutting_down() if self.closing else error
 
-    async def _open(self, body: dict[str, object]) -> httpx.Response:
+    async def _open(self, model_id: str, body: dict[str, object]) -> httpx.Response:
         """Sends the request; retries connection failures and 502/503/504 before the first byte."""
         assert self._client is not None
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
@@ -177,26 +173,26 @@ class OpenAIUpstreamBackend(InferenceBackend):
             except (httpx.NetworkError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as error:
                 # Refused or reset before any byte of the answer, e.g. on a pooled keep-alive connection the upstream
                 # had just closed: nothing reached the client, so trying again is safe.
-                if self._closing:
+                if self.closing:
                     raise shutting_down() from error
                 self.reachable = False
                 if last:
-                    raise model_unavailable(self.settings.id, "its upstream cannot be reached") from error
+                    raise model_unavailable(model_id, "its upstream cannot be reached") from error
             except httpx.TimeoutException as error:
-                raise self._closing_or(upstream_timeout(self.settings.id)) from error
+                raise self._closing_or(upstream_timeout(model_id)) from error
             except httpx.HTTPError as error:
-                raise self._closing_or(model_unavailable(self.settings.id, error.__class__.__name__)) from error
+                raise self._closing_or(model_unavailable(model_id, error.__class__.__name__)) from error
             else:
                 self.reachable = True
                 if response.status_code < 400:
                     return response
                 if response.status_code not in RETRIED_STATUSES or last:
-                    raise await self._upstream_error(response)
+                    raise await self._upstream_error(model_id, response)
                 await response.aclose()
             await asyncio.sleep(RETRY_BACKOFF_SECONDS[attempt])
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _upstream_error(self, response: httpx.Response) -> ApiError:
+    async def _upstream_error(self, model_id: str, response: httpx.Response) -> ApiError:
         """Our error for the upstream's error response (which this closes)."""
         try:
             raw = b""
@@ -217,8 +213,7 @@ class OpenAIUpstreamBackend(InferenceBackend):
         upstream_code = error.get("code") if isinstance(error, dict) else None
         upstream_code = upstream_code if isinstance(upstream_code, str) else None
         status = response.status_code
-        log.warning("upstream of model %s answered %d: %s", self.settings.id, status, message[:300])
-        model_id = self.settings.id
+        log.warning("upstream of model %s answered %d: %s", model_id, status, message[:300])
         if status == 404:
             return ApiError(404, f"The model '{model_id}' is not available at its upstream: {message}",
                             code="model_not_found", param="model")
@@ -232,3 +227,55 @@ class OpenAIUpstreamBackend(InferenceBackend):
             return invalid_request(message or f"The upstream refused the request ({status})",
                                    code=upstream_code or "invalid_parameter")
         return upstream_failure(f"The upstream of model '{model_id}' failed ({status}): {message}")
+
+
+class OpenAIUpstreamBackend(InferenceBackend):
+    """A model served by an OpenAI-compatible server. With no `upstream` it has its own connection (a JAN_MODELS
+    entry) and starts and closes it; a catalog provider's models share the provider's, which the catalog owns."""
+
+    def __init__(self, settings: ModelSettings, upstream: OpenAIUpstream | None = None) -> None:
+        self.settings = settings
+        self.info = BackendInfo(
+            model_id=settings.id,
+            owned_by=settings.owned_by,
+            created=0,
+            context_size=settings.context_size,
+            extra={"backend": "openai", "base_url": settings.base_url},
+            vision=settings.vision,
+            image_input=settings.image_input,
+            tools=settings.tools,
+        )
+        self._upstream_model = settings.upstream_model or settings.id
+        self._owns_upstream = upstream is None
+        self.upstream = upstream or OpenAIUpstream(UpstreamConfig.of_model(settings))
+
+    @property
+    def ready(self) -> bool:
+        return self.upstream.started and not self.upstream.closing
+
+    @property
+    def reachable(self) -> bool:
+        return self.upstream.reachable
+
+    async def start(self) -> None:
+        if self._owns_upstream:
+            await self.upstream.start()
+
+    async def close(self) -> None:
+        if self._owns_upstream:
+            await self.upstream.close()
+
+    async def generate(
+        self, messages: list[ChatMessage], params: SamplingParams, history: range = range(0)
+    ) -> AsyncGenerator[GenerationEvent, None]:
+        """`history` is not trimmed here (the upstream's tokenizer is not ours): a prompt too long for the upstream
+        gets its 400."""
+        body = request_body(self._upstream_model, messages, params, self.settings.json_schema_format)
+        async with self.upstream.stream(self.settings.id, body) as lines:
+            parser = ChunkParser()
+            async for line in lines:
+                delta = parser.line(line)
+                if delta is not None:
+                    yield delta
+            for event in parser.finish():
+                yield event

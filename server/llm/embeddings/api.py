@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -59,8 +59,11 @@ def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
 
 
 class EmbeddingsApi:
-    def __init__(self, embedder: Embedder) -> None:
+    """`is_chat_model` tells a chat model's id (refused with a 400 saying so) from one that does not exist."""
+
+    def __init__(self, embedder: Embedder, is_chat_model: Callable[[str], bool] = lambda model: False) -> None:
         self._embedder = embedder
+        self._is_chat_model = is_chat_model
 
     async def create(self, body: bytes) -> AsyncIterator[bytes]:
         """The JSON response body, in pieces, for a request body. Raises ApiError, for what the caller must fix,
@@ -69,6 +72,11 @@ class EmbeddingsApi:
         model = optional_str(payload, "model")
         if not model:
             raise invalid_request("'model' is required", param="model", code="missing_required_parameter")
+        if model != self._embedder.model_id and self._is_chat_model(model):
+            raise invalid_request(
+                f"The model '{model}' is a chat model and cannot create embeddings; use '{self._embedder.model_id}'",
+                param="model", code="model_not_embedding",
+            )
         if model != self._embedder.model_id:
             raise ApiError(
                 404,
