@@ -133,17 +133,18 @@ def test_request_body_maps_messages_and_parameters() -> None:
 @dataclass
 class ScriptedUpstream:
     """A real HTTP/1.1 server on a free port: each request gets the next (status, body) of `script` (the last one
-    repeats) and is recorded with its headers."""
+    repeats) and is recorded: its head in `requests`, its body in `bodies`."""
 
     script: list[tuple[int, str]]
     requests: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     port: int = 0
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode()
         length = next((int(line.split(":")[1]) for line in head.split("\r\n")
                        if line.lower().startswith("content-length:")), 0)
-        await reader.readexactly(length)
+        self.bodies.append(await reader.readexactly(length))
         self.requests.append(head)
         status, body = self.script[min(len(self.requests) - 1, len(self.script) - 1)]
         if status == 0:  # an upstream that never answers
@@ -228,3 +229,24 @@ async def test_an_upstream_that_does_not_answer_is_a_504(upstream: ScriptedUpstr
     with pytest.raises(ApiError) as raised:
         await _generate(upstream, [(200, "{}"), (0, "")])
     assert (raised.value.status, raised.value.code) == (504, "upstream_timeout")
+
+
+async def test_stored_history_gives_way_to_fit_the_upstreams_context(upstream: ScriptedUpstream) -> None:
+    upstream.script = [(200, "{}"), (200, ANSWER)]
+    backend = OpenAIUpstreamBackend(ModelSettings(
+        id="ours", backend="openai", base_url=f"http://127.0.0.1:{upstream.port}/v1", context_size=512,
+    ))
+    old = [ChatMessage("user", f"old question {i} " + "x" * 300) for i in range(6)]
+    messages = [ChatMessage("system", "Be brief."), *old, ChatMessage("user", "the new question")]
+    await backend.start()
+    try:
+        events = [e async for e in backend.generate(messages, SamplingParams(max_tokens=64), history=range(1, 7))]
+    finally:
+        await backend.close()
+    assert events[0] == TextDelta("Hi")
+    sent = json.loads(upstream.bodies[1])["messages"]
+    contents = [m["content"] for m in sent]
+    # (512 - 64) estimated tokens hold about four 300-character messages: the oldest went, the newest stayed.
+    assert contents[0] == "Be brief." and contents[-1] == "the new question"
+    assert "old question 0" not in str(contents) and "old question 5" in str(contents)
+    assert 2 <= len(sent) - 2 < 6

@@ -41,7 +41,13 @@ from server.llm.backends.base import (
 )
 from server.llm.backends.llamacpp_grammar import GrammarCache
 from server.llm.backends.llamacpp_pool import Instance, InstancePool, fit_threads, thread_caps
-from server.llm.backends.prompt import ChatTemplate, ChatTemplateError, StopStringFilter, drop_history_to_fit
+from server.llm.backends.prompt import (
+    ChatTemplate,
+    ChatTemplateError,
+    StopStringFilter,
+    drop_history_to_fit,
+    reply_room,
+)
 from server.llm.backends.tool_prompt import ToolReply
 from server.llm.backends.tool_router import RoutingPass, answering, routes, routing_pass
 from server.llm.cpu_budget import ThreadBudget
@@ -54,10 +60,6 @@ PREFILL_CHUNK_TOKENS = 64
 # server. OpenAI exposes only temperature and top_p; these keep a small model from sampling junk at 1.0.
 TOP_K = 40
 MIN_P = 0.05
-
-# Tokens kept free for the answer when stored conversation history must be trimmed and max_tokens is unset
-# (at most a quarter of the context either way).
-HISTORY_REPLY_ROOM = 512
 
 # Applied while a turn must call tools: without it a 135M model repeats a phrase inside a string argument until
 # max_tokens (measured: 1.1 still loops sometimes, 1.3 closes every argument).
@@ -294,8 +296,9 @@ class LlamaCppBackend(InferenceBackend):
 
         context_size = llm.n_ctx()
         # Stored history gives way so the answer keeps room: the requested max_tokens, within limits.
-        reply_room = min(params.max_tokens or HISTORY_REPLY_ROOM, context_size // 4)
-        _, prompt_tokens = drop_history_to_fit(job.messages, job.history, tokenize, context_size - reply_room)
+        _, prompt_tokens = drop_history_to_fit(
+            job.messages, job.history, tokenize, context_size - reply_room(params, context_size)
+        )
         if len(prompt_tokens) >= context_size:
             raise invalid_request(
                 f"This model's maximum context length is {context_size} tokens, but the messages take "

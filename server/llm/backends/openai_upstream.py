@@ -34,6 +34,7 @@ from server.core.errors import ApiError, invalid_request, server_busy, shutting_
 from server.llm.backends.asyncio_network import upstream_transport
 from server.llm.backends.base import BackendInfo, ChatMessage, GenerationEvent, InferenceBackend, SamplingParams
 from server.llm.backends.openai_wire import ChunkParser, error_message, request_body, upstream_failure
+from server.llm.backends.prompt import drop_history_to_fit, reply_room
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,18 @@ PROBE_INTERVAL_SECONDS = 15.0
 PROBE_TIMEOUT_SECONDS = 2.0
 # Enough of an error body to find its message; a misbehaving upstream cannot make us buffer more.
 MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+# English averages about four characters a token; three makes the estimate err long, so trimmed history fits.
+CHARS_PER_TOKEN_ESTIMATE = 3
+# A chat template's framing of one message (role markers, separators).
+TOKENS_PER_MESSAGE_ESTIMATE = 8
+
+
+def estimated_tokens(messages: list[ChatMessage]) -> range:
+    """A stand-in for the prompt's tokens, as long as their estimated count (drop_history_to_fit counts them)."""
+    chars = sum(len(m.content) + sum(len(c.arguments_json) for c in m.tool_calls) for m in messages)
+    return range(chars // CHARS_PER_TOKEN_ESTIMATE + TOKENS_PER_MESSAGE_ESTIMATE * len(messages))
 
 
 def model_unavailable(model_id: str, why: str) -> ApiError:
@@ -268,8 +281,12 @@ class OpenAIUpstreamBackend(InferenceBackend):
     async def generate(
         self, messages: list[ChatMessage], params: SamplingParams, history: range = range(0)
     ) -> AsyncGenerator[GenerationEvent, None]:
-        """`history` is not trimmed here (the upstream's tokenizer is not ours): a prompt too long for the upstream
-        gets its 400."""
+        """Stored `history` gives way oldest-first when the prompt's estimated size leaves the answer too little of
+        `context_size` (the upstream's tokenizer is not ours, so the estimate errs long); a prompt the client sent
+        that is too long for the upstream still gets the upstream's 400."""
+        if history:
+            limit = self.info.context_size - reply_room(params, self.info.context_size)
+            messages, _ = drop_history_to_fit(messages, history, estimated_tokens, limit)
         body = request_body(self._upstream_model, messages, params, self.settings.json_schema_format)
         async with self.upstream.stream(self.settings.id, body) as lines:
             parser = ChunkParser()

@@ -95,6 +95,16 @@ class ChatTemplate:
             raise ChatTemplateError(f"The model's chat template failed: {error}") from error
 
 
+# Tokens kept free for the answer when stored conversation history must be trimmed and max_tokens is unset
+# (at most a quarter of the context either way).
+HISTORY_REPLY_ROOM = 512
+
+
+def reply_room(params: SamplingParams, context_size: int) -> int:
+    """Tokens of the context that stored history leaves to the answer."""
+    return min(params.max_tokens or HISTORY_REPLY_ROOM, context_size // 4)
+
+
 def drop_history_to_fit(
     messages: list[ChatMessage], history: range, count_tokens: Callable[[list[ChatMessage]], Sequence[int]], limit: int
 ) -> tuple[list[ChatMessage], Sequence[int]]:
