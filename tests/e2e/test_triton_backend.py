@@ -20,8 +20,17 @@ from tests.support.stack import Stack, make_stack
 from tests.support.triton_test_server import DEFAULT_MODEL, ReceivedRequest, TritonTestServer
 
 MODEL = "qwen2.5"  # our id; Triton's name is DEFAULT_MODEL
+WITH_TOOLS = "qwen2.5-tools"  # the same model at Triton, with tools turned on
 DOWN = "triton-down"
 SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +48,8 @@ def triton_stack(triton_server: TritonTestServer) -> Iterator[Stack]:
         models = [
             {"id": MODEL, "backend": "triton", "triton_url": triton_server.address, "upstream_model": DEFAULT_MODEL,
              "context_size": 8192, "probe_interval_seconds": 0.5},
+            {"id": WITH_TOOLS, "backend": "triton", "triton_url": triton_server.address,
+             "upstream_model": DEFAULT_MODEL, "tools": True},
             {"id": DOWN, "backend": "triton", "triton_url": f"127.0.0.1:{port}", "upstream_model": DEFAULT_MODEL,
              "connect_timeout_seconds": 1},
         ]
@@ -125,7 +136,7 @@ def test_the_models_chat_template_renders_the_prompt(sdk: openai.OpenAI, triton_
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": (follow_up := marked("And now?"))},
     ]
-    sdk.chat.completions.create(model=MODEL, messages=history, max_tokens=2)  # type: ignore[arg-type]
+    sdk.chat.completions.create(model=MODEL, messages=history, max_tokens=2)
     assert received(triton_server, follow_up).text_input == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!"
         f"<|im_end|>\n<|im_start|>user\n{follow_up}<|im_end|>\n<|im_start|>assistant\n"
@@ -236,11 +247,61 @@ def test_a_triton_error_before_the_answer_is_a_502(triton_stack: Stack, headers:
 
 
 def test_tools_and_json_modes_are_refused_cleanly(triton_stack: Stack, headers: dict[str, str]) -> None:
-    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
-    response = httpx.post(f"{triton_stack.base_url}/v1/chat/completions", headers=headers, timeout=30,
-                          json={"model": MODEL, "messages": [{"role": "user", "content": "Time?"}], "tools": [tool]})
+    url = f"{triton_stack.base_url}/v1/chat/completions"
+    question = [{"role": "user", "content": "Weather?"}]
+    response = httpx.post(url, headers=headers, timeout=30,
+                          json={"model": MODEL, "messages": question, "tools": [WEATHER_TOOL]})
     assert_error_envelope(response, 400, type="invalid_request_error", code="model_does_not_support_tools")
-    response = httpx.post(f"{triton_stack.base_url}/v1/chat/completions", headers=headers, timeout=30,
-                          json={"model": MODEL, "messages": [{"role": "user", "content": "JSON?"}],
-                                "response_format": {"type": "json_object"}})
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    for choice in ("required", forced):
+        response = httpx.post(url, headers=headers, timeout=30, json={
+            "model": WITH_TOOLS, "messages": question, "tools": [WEATHER_TOOL], "tool_choice": choice})
+        assert_error_envelope(response, 400, type="invalid_request_error", param="tool_choice")
+    response = httpx.post(url, headers=headers, timeout=30, json={
+        "model": MODEL, "messages": question, "response_format": {"type": "json_object"}})
     assert_error_envelope(response, 400, type="invalid_request_error", param="response_format")
+
+
+def test_a_tool_call_in_the_models_markup_is_a_tool_call(sdk: openai.OpenAI, triton_server: TritonTestServer) -> None:
+    messages = [{"role": "user", "content": (ask := marked("Weather in Paris? [call get_weather]"))}]
+    completion = sdk.chat.completions.create(model=WITH_TOOLS, messages=messages,
+                                             tools=[WEATHER_TOOL])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and not choice.message.content
+    assert choice.message.tool_calls and len(choice.message.tool_calls) == 1
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    # Qwen2.5's template described the tool to the model itself.
+    prompt = received(triton_server, ask).text_input
+    assert prompt.startswith(f"<|im_start|>system\n{SYSTEM}\n\n# Tools\n")
+    assert json.dumps(WEATHER_TOOL) in prompt
+
+    stream = sdk.chat.completions.create(model=WITH_TOOLS, messages=messages, tools=[WEATHER_TOOL],
+                                         stream=True)
+    chunks = [c for c in stream if c.choices]
+    streamed = [part for c in chunks for part in c.choices[0].delta.tool_calls or []]
+    assert streamed[0].function and streamed[0].function.name == "get_weather"
+    assert not any(c.choices[0].delta.content for c in chunks)  # the markup never reaches the client
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+    # The call and its result go back to Triton in the template's form.
+    follow_up = sdk.chat.completions.create(model=WITH_TOOLS, tools=[WEATHER_TOOL], messages=[
+        *messages, choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": (result := marked('{"temperature_c": 21}'))},
+    ])
+    assert follow_up.choices[0].finish_reason == "stop" and follow_up.choices[0].message.content
+    assert received(triton_server, result).text_input.endswith(
+        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+        f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{result}\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_with_tools_offered_a_plain_answer_streams_as_text(sdk: openai.OpenAI) -> None:
+    message = marked("Just say hello")
+    stream = sdk.chat.completions.create(model=WITH_TOOLS, messages=[{"role": "user", "content": message}],
+                                         tools=[WEATHER_TOOL], stream=True)
+    chunks = [c for c in stream if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == f"You said: {message}"
+    assert chunks[-1].choices[0].finish_reason == "stop"

@@ -8,8 +8,9 @@ What it does, as Triton + vLLM would:
   followed by the last user turn of the ChatML prompt it received. It honours `max_tokens` (vLLM's default 16;
   finish_reason "length"), `stop` strings (never shown, as vLLM; finish_reason "stop") and the `return_*` flags; the
   last response carries finish_reason and Triton's `triton_final_response` parameter.
-- Magic words in the prompt: `[long]` replies with endless words until max_tokens; `[fail after N]` sends Triton's
-  error response after N words; `[slow]` waits `slow_delay` between words.
+- Magic words in the prompt: `[call NAME]` (with tools in the prompt) replies with a Hermes tool call of NAME;
+  `[long]` replies with endless words until max_tokens; `[fail after N]` sends Triton's error response after N
+  words; `[slow]` waits `slow_delay` between words.
 - It records every request (the prompt, the parsed sampling parameters, the flags) and every request a client
   cancelled mid-stream.
 
@@ -38,6 +39,7 @@ VLLM_DEFAULT_MAX_TOKENS = 16
 _UINT32 = struct.Struct("<I")
 _LAST_USER_TURN = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL)
 _FAIL_AFTER = re.compile(r"\[fail after (\d+)\]")
+_CALL = re.compile(r"\[call (\w+)\]")
 
 
 @dataclass
@@ -66,11 +68,16 @@ def _decode_inputs(request: service_pb2.ModelInferRequest) -> dict[str, Any]:
 
 
 def reply_words(prompt: str) -> tuple[list[str], bool]:
-    """The scripted reply as tokens (each word with its leading space), and whether it goes on forever."""
+    """The scripted reply as tokens (each word with its leading space), and whether it goes on forever. With tools
+    in the prompt, `[call NAME]` in the last user turn makes the reply a Hermes tool call of NAME."""
     turns = _LAST_USER_TURN.findall(prompt)
     said = turns[-1] if turns else prompt
     if "[long]" in prompt:
         return [], True
+    call = _CALL.search(said)
+    if call and "<tools>" in prompt:
+        body = json.dumps({"name": call.group(1), "arguments": {"city": "Paris"}})
+        return re.findall(r"\s*\S+", f"<tool_call>\n{body}\n</tool_call>"), False
     return re.findall(r"\s*\S+", "You said: " + said), False
 
 

@@ -12,6 +12,10 @@ While Triton or the model is not ready the backend is not `ready` (our /readyz n
 `model_unavailable`. Errors: Triton's error before the first piece of text is our 503 (model not ready or unknown),
 400 (prompt too long) or 502 `upstream_error`; after it, a 502 that chat.py sends as an SSE error event. A stream
 that stays silent for `timeout_seconds` is our 504 `upstream_timeout`.
+
+Tools (`tools: true` in the model's settings, for templates that render them, as Qwen2.5's does): the template
+describes them, and a turn the model opens with `<tool_call>` is parsed into tool calls (tool_prompt.ToolReply).
+Only `tool_choice` auto and none: forcing a call would need constrained decoding.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import tritonclient.grpc.aio as triton
@@ -37,11 +41,13 @@ from server.llm.backends.base import (
     InferenceBackend,
     SamplingParams,
     TextDelta,
+    ToolCall,
 )
 from server.llm.backends.chat_template import LoadedTemplate, load_chat_template
 from server.llm.backends.openai_upstream import model_unavailable, upstream_timeout
 from server.llm.backends.openai_wire import upstream_failure
-from server.llm.backends.prompt import ChatTemplateError
+from server.llm.backends.prompt import ChatTemplateError, StopStringFilter
+from server.llm.backends.tool_prompt import ToolReply
 from server.llm.backends.triton_wire import FINISH_REASONS, decode_response, infer_request, sampling_parameters
 
 log = logging.getLogger(__name__)
@@ -156,7 +162,7 @@ class TritonBackend(InferenceBackend):
         request = infer_request(self._model, "jan-" + secrets.token_hex(8), prompt, sampling)
         self._in_flight += 1
         try:
-            async for event in self._stream(request):
+            async for event in self._stream(request, params.tools_enabled):
                 yield event
         finally:
             self._in_flight -= 1
@@ -165,13 +171,23 @@ class TritonBackend(InferenceBackend):
         if params.tools_enabled and not self.info.tools:
             raise invalid_request(f"The model '{self.settings.id}' does not support tools", param="tools",
                                   code="model_does_not_support_tools")
+        if params.tools_enabled and params.tool_choice != "auto":
+            # Forcing a call needs constrained decoding, which the vLLM backend's sampling parameters do not offer
+            # in a stable form: the model decides (auto) or answers without tools (none).
+            raise invalid_request(f"The model '{self.settings.id}' supports tool_choice auto and none only",
+                                  param="tool_choice")
         if params.json_schema is not None or params.json_object:
             raise invalid_request(f"The model '{self.settings.id}' does not support response_format JSON modes",
                                   param="response_format")
 
-    async def _stream(self, request: dict[str, Any]) -> AsyncIterator[GenerationEvent]:
-        """The events of one streamed request. Leaving early (the consumer gone, an error) cancels the gRPC call."""
+    async def _stream(self, request: dict[str, Any], tools: bool) -> AsyncIterator[GenerationEvent]:
+        """The events of one streamed request. Leaving early (the consumer gone, an error) cancels the gRPC call.
+
+        With tools, the text goes through ToolReply: an answer streams as it comes, a turn that opens with
+        `<tool_call>` (the Hermes markup the model's template asks for) is held back and parsed into ToolCalls."""
         assert self._client is not None
+        pending: list[TextDelta | ToolCall] = []
+        reply = ToolReply(pending.append, StopStringFilter(()), undecided=True) if tools else None
 
         async def one_request() -> AsyncIterator[dict[str, Any]]:
             yield request  # then the request stream half-closes: Triton ends the call after the final response
@@ -202,7 +218,13 @@ class TritonBackend(InferenceBackend):
                 completion_tokens += piece.output_tokens
                 if piece.text and finish_reason is None:
                     answered = True
-                    yield TextDelta(piece.text)
+                    if reply is None:
+                        yield TextDelta(piece.text)
+                    else:
+                        reply.push(piece.text)
+                        for event in pending:
+                            yield event
+                        pending.clear()
                 if piece.final:
                     finish_reason = piece.finish_reason or "stop"
             # The final response came and Triton closed the call: only now is the answer complete.
@@ -210,7 +232,11 @@ class TritonBackend(InferenceBackend):
                 raise upstream_failure(f"Triton ended the answer of model '{self.settings.id}' without finishing it")
             if finish_reason not in FINISH_REASONS:
                 raise upstream_failure(f"Triton stopped the answer of model '{self.settings.id}': {finish_reason}")
-            yield Finish(FINISH_REASONS[finish_reason], prompt_tokens, completion_tokens)  # type: ignore[arg-type]
+            called = reply is not None and reply.finish()
+            for event in pending:
+                yield event
+            reason: Literal["stop", "length", "tool_calls"] = "tool_calls" if called else FINISH_REASONS[finish_reason]
+            yield Finish(reason, prompt_tokens, completion_tokens)
         finally:
             if not ended:
                 call.cancel()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tritonclient.grpc.aio as triton
@@ -24,7 +24,7 @@ from tritonclient.grpc import service_pb2
 from server.llm.backends.base import SamplingParams
 
 # vLLM reports these; "abort" (the engine dropped the request) is an error, not an answer.
-FINISH_REASONS = {"stop": "stop", "length": "length"}
+FINISH_REASONS: dict[str, Literal["stop", "length"]] = {"stop": "stop", "length": "length"}
 _UINT32 = struct.Struct("<I")
 
 
