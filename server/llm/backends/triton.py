@@ -131,7 +131,10 @@ class TritonBackend(InferenceBackend):
     async def _probe_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.settings.probe_interval_seconds)
-            await self._probe()
+            try:
+                await self._probe()
+            except Exception:  # a surprise must not end the probing: the model would stay as it was forever
+                log.exception("checking Triton's readiness of model %s failed", self.settings.id)
 
     async def close(self) -> None:
         self._closing = True
