@@ -213,6 +213,14 @@ class TritonBackend(InferenceBackend):
                 except grpc.RpcError as rpc_error:
                     ended = True
                     raise self._call_failed(rpc_error) from rpc_error
+                except asyncio.CancelledError:
+                    # close() closing the channel cancels its calls locally, which grpc.aio raises as CancelledError
+                    # in the reader; a cancellation of our own task (the client left) propagates as it is.
+                    task = asyncio.current_task()
+                    if self._closing and task is not None and not task.cancelling():
+                        ended = True
+                        raise shutting_down() from None
+                    raise
                 if error is not None:
                     raise self._triton_error(str(error.message()), answered)
                 piece = decode_response(result.get_response())
