@@ -60,7 +60,11 @@ class ModelSettings(BaseModel):
         "never call tools on their own); turn off for models that decide well themselves",
     )
     vision: bool = Field(False, description="the model accepts image parts; others answer 400 model_not_multimodal")
-    tools: bool = Field(True, description="the model accepts `tools`; others answer 400 model_does_not_support_tools")
+    tools: bool = Field(
+        True,
+        description="the model accepts `tools`; others answer 400 model_does_not_support_tools (triton: false unless "
+        "set, for templates that render tools and models that answer with Hermes <tool_call> markup)",
+    )
     image_input: Literal["url", "data_url"] = Field(
         "data_url", description="how a vision backend wants images: presigned URLs or base64 data URLs"
     )
