@@ -50,6 +50,7 @@ bench: setup ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
 	$(BIN)/python -m bench.media
 	$(BIN)/python -m bench.responses
 	$(BIN)/python -m bench.upstream
+	$(BIN)/python -m bench.triton
 
 clean:
 	rm -rf $(VENV) server/gen tests/e2e/node/node_modules

@@ -49,6 +49,7 @@ class Side:
     url: str  # the API root: http://host:port/v1
     model: str
     token: str = ""
+    prompt: str = PROMPT
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
     stream_totals: list[float] = field(default_factory=list)  # a whole max_tokens-4 stream, request to [DONE]
@@ -59,7 +60,7 @@ class Side:
         self.connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
 
     def _send(self, max_tokens: int, stream: bool) -> http.client.HTTPResponse:
-        body = {"model": self.model, "messages": [{"role": "user", "content": PROMPT}], "temperature": 0,
+        body = {"model": self.model, "messages": [{"role": "user", "content": self.prompt}], "temperature": 0,
                 "max_tokens": max_tokens, "stream": stream}
         headers = {"Content-Type": "application/json"}
         if self.token:

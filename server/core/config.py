@@ -38,10 +38,12 @@ class ModelSettings(BaseModel):
 
     `llamacpp` runs a GGUF in this process (`path`, `threads`, `pool_size`, `queue_size`, `tool_router`); `openai`
     forwards to an OpenAI-compatible server such as vLLM or llama.cpp's (`base_url`, `api_key`, `upstream_model`,
-    the timeouts, `max_in_flight`, `json_schema_format`)."""
+    the timeouts, `max_in_flight`, `json_schema_format`); `triton` streams from a model on NVIDIA Triton's vLLM
+    backend over gRPC (`triton_url`, `upstream_model`, `chat_template_path` or `chat_template`, the timeouts,
+    `max_in_flight`, `probe_interval_seconds`)."""
 
     id: str
-    backend: Literal["llamacpp", "openai"] = "llamacpp"
+    backend: Literal["llamacpp", "openai", "triton"] = "llamacpp"
     path: str = ""
     owned_by: str = "jan"
     context_size: int = Field(2048, ge=128)
@@ -58,18 +60,43 @@ class ModelSettings(BaseModel):
         "never call tools on their own); turn off for models that decide well themselves",
     )
     vision: bool = Field(False, description="the model accepts image parts; others answer 400 model_not_multimodal")
-    tools: bool = Field(True, description="the model accepts `tools`; others answer 400 model_does_not_support_tools")
+    tools: bool = Field(
+        True,
+        description="the model accepts `tools`; others answer 400 model_does_not_support_tools (triton: false unless "
+        "set, for templates that render tools and models that answer with Hermes <tool_call> markup)",
+    )
     image_input: Literal["url", "data_url"] = Field(
         "data_url", description="how a vision backend wants images: presigned URLs or base64 data URLs"
     )
     base_url: str = Field("", description="openai: the upstream's API root, e.g. http://127.0.0.1:8080/v1")
     api_key: SecretStr = Field(SecretStr(""), description="openai: sent as `Authorization: Bearer`; empty = none")
-    upstream_model: str = Field("", description="openai: the model's name at the upstream; empty = `id`")
-    connect_timeout_seconds: float = Field(5.0, gt=0, description="openai: to open a connection to the upstream")
-    timeout_seconds: float = Field(
-        60.0, gt=0, description="openai: for the upstream's first byte, and then between two streamed chunks (504)"
+    upstream_model: str = Field(
+        "", description="openai, triton: the model's name at the upstream (Triton's model repository); empty = `id`"
     )
-    max_in_flight: int = Field(64, ge=1, description="openai: requests open at the upstream at once; more get 429")
+    connect_timeout_seconds: float = Field(
+        5.0, gt=0, description="openai, triton: to open a connection to the upstream (and Triton's health checks)"
+    )
+    timeout_seconds: float = Field(
+        60.0, gt=0,
+        description="openai, triton: for the upstream's first byte, and then between two streamed chunks (504)",
+    )
+    max_in_flight: int = Field(
+        64, ge=1, description="openai, triton: requests open at the upstream at once; more get 429"
+    )
+    triton_url: str = Field("", description="triton: Triton's gRPC address, host:port (Triton listens on 8001)")
+    chat_template_path: str = Field(
+        "",
+        description="triton: the model's tokenizer_config.json (its `chat_template`, `bos_token`, `eos_token`) or a "
+        "bare Jinja template file; empty = triton_models/<upstream model>/tokenizer_config.json (relative paths "
+        "from the working directory)",
+    )
+    chat_template: str = Field(
+        "", description="triton: the Jinja chat template itself, instead of chat_template_path's"
+    )
+    eos_token: str = Field("", description="triton: with an inline chat_template, the template's end-of-turn token")
+    probe_interval_seconds: float = Field(
+        15.0, gt=0, description="triton: how often Triton's ServerLive and ModelReady are checked"
+    )
     json_schema_format: Literal["json_schema", "json_object_schema"] = Field(
         "json_schema",
         description="openai: how a JSON-schema response_format is sent. `json_schema` is OpenAI's form (vLLM, hosted "
@@ -91,6 +118,23 @@ class ModelSettings(BaseModel):
         if self.backend == "openai" and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"model '{self.id}': the openai backend needs base_url, an http:// or https:// URL")
         return self
+
+    @model_validator(mode="after")
+    def _a_triton_model_needs_its_address(self) -> ModelSettings:
+        if self.backend != "triton":
+            return self
+        if not re.fullmatch(r"[^\s/:]+:\d{1,5}", self.triton_url):
+            raise ValueError(f"model '{self.id}': the triton backend needs triton_url, Triton's gRPC host:port")
+        if "tools" not in self.model_fields_set:
+            # Off unless the operator says the model's template and answers follow the Hermes tool convention.
+            self.tools = False
+        return self
+
+    @property
+    def triton_template_path(self) -> str:
+        """Where the triton backend reads the chat template from, when it is not inline."""
+        model = self.upstream_model or self.id
+        return self.chat_template_path or os.path.join("triton_models", model, "tokenizer_config.json")
 
 
 def default_models() -> list[ModelSettings]:

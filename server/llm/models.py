@@ -25,6 +25,10 @@ def create_backend(settings: ModelSettings, budget: ThreadBudget) -> InferenceBa
         from server.llm.backends.openai_upstream import OpenAIUpstreamBackend
 
         return OpenAIUpstreamBackend(settings)
+    if settings.backend == "triton":
+        from server.llm.backends.triton import TritonBackend
+
+        return TritonBackend(settings)
     raise ValueError(f"unknown backend {settings.backend!r}")
 
 
@@ -56,7 +60,8 @@ class ModelRegistry:
         if self._load_failures:
             return "; ".join(f"model '{m}' failed to load: {why}" for m, why in sorted(self._load_failures.items()))
         loading = [model_id for model_id, backend in self._backends.items() if not backend.ready]
-        return f"models still loading: {', '.join(sorted(loading))}" if loading else None
+        # Loading (llamacpp), or their inference server reports them down (triton).
+        return f"models not ready: {', '.join(sorted(loading))}" if loading else None
 
     async def start(self) -> None:
         async def load(model_id: str, backend: InferenceBackend) -> None:
