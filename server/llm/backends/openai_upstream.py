@@ -34,7 +34,7 @@ from server.core.errors import ApiError, invalid_request, server_busy, shutting_
 from server.llm.backends.asyncio_network import upstream_transport
 from server.llm.backends.base import BackendInfo, ChatMessage, GenerationEvent, InferenceBackend, SamplingParams
 from server.llm.backends.openai_wire import ChunkParser, error_message, request_body, upstream_failure
-from server.llm.backends.prompt import drop_history_to_fit, reply_room
+from server.llm.backends.prompt import drop_history_to_fit, estimated_tokens, reply_room
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,6 @@ PROBE_INTERVAL_SECONDS = 15.0
 PROBE_TIMEOUT_SECONDS = 2.0
 # Enough of an error body to find its message; a misbehaving upstream cannot make us buffer more.
 MAX_ERROR_BODY_BYTES = 64 * 1024
-
-
-# English averages about four characters a token; three makes the estimate err long, so trimmed history fits.
-CHARS_PER_TOKEN_ESTIMATE = 3
-# A chat template's framing of one message (role markers, separators).
-TOKENS_PER_MESSAGE_ESTIMATE = 8
-
-
-def estimated_tokens(messages: list[ChatMessage]) -> range:
-    """A stand-in for the prompt's tokens, as long as their estimated count (drop_history_to_fit counts them)."""
-    chars = sum(len(m.content) + sum(len(c.arguments_json) for c in m.tool_calls) for m in messages)
-    return range(chars // CHARS_PER_TOKEN_ESTIMATE + TOKENS_PER_MESSAGE_ESTIMATE * len(messages))
 
 
 def model_unavailable(model_id: str, why: str) -> ApiError:

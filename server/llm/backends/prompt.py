@@ -105,6 +105,19 @@ def reply_room(params: SamplingParams, context_size: int) -> int:
     return min(params.max_tokens or HISTORY_REPLY_ROOM, context_size // 4)
 
 
+# For backends whose tokenizer is not ours: English averages about four characters a token, and three makes the
+# estimate err long, so history trimmed by it fits.
+CHARS_PER_TOKEN_ESTIMATE = 3
+# A chat template's framing of one message (role markers, separators).
+TOKENS_PER_MESSAGE_ESTIMATE = 8
+
+
+def estimated_tokens(messages: list[ChatMessage]) -> range:
+    """A stand-in for the prompt's tokens, as long as their estimated count (what drop_history_to_fit counts)."""
+    chars = sum(len(m.content) + sum(len(c.arguments_json) for c in m.tool_calls) for m in messages)
+    return range(chars // CHARS_PER_TOKEN_ESTIMATE + TOKENS_PER_MESSAGE_ESTIMATE * len(messages))
+
+
 def drop_history_to_fit(
     messages: list[ChatMessage], history: range, count_tokens: Callable[[list[ChatMessage]], Sequence[int]], limit: int
 ) -> tuple[list[ChatMessage], Sequence[int]]:

@@ -46,7 +46,13 @@ from server.llm.backends.base import (
 from server.llm.backends.chat_template import LoadedTemplate, load_chat_template
 from server.llm.backends.openai_upstream import model_unavailable, upstream_timeout
 from server.llm.backends.openai_wire import upstream_failure
-from server.llm.backends.prompt import ChatTemplateError, StopStringFilter
+from server.llm.backends.prompt import (
+    CHARS_PER_TOKEN_ESTIMATE,
+    ChatTemplateError,
+    StopStringFilter,
+    drop_history_to_fit,
+    reply_room,
+)
 from server.llm.backends.tool_prompt import ToolReply
 from server.llm.backends.triton_wire import FINISH_REASONS, decode_response, infer_request, sampling_parameters
 
@@ -147,7 +153,9 @@ class TritonBackend(InferenceBackend):
     async def generate(
         self, messages: list[ChatMessage], params: SamplingParams, history: range = range(0)
     ) -> AsyncGenerator[GenerationEvent, None]:
-        """`history` is not trimmed here (the tokenizer is Triton's): a prompt too long for the model gets its 400."""
+        """Stored `history` gives way oldest-first when the rendered prompt's estimated size leaves the answer too
+        little of `context_size` (the tokenizer is Triton's, so the estimate errs long); a prompt the client sent that
+        is too long gets the model's 400."""
         if self._closing:
             raise shutting_down()
         if self._client is None or self._template is None:
@@ -157,8 +165,16 @@ class TritonBackend(InferenceBackend):
             raise server_busy(f"The model '{self.settings.id}' has {self._in_flight} requests in flight; retry shortly")
         if not self.model_ready and not await self._probe():
             raise model_unavailable(self.settings.id, "Triton reports it is not ready")
+        template = self._template.template
+
+        def estimate(candidate: list[ChatMessage]) -> range:
+            return range(len(template.render(candidate, params)) // CHARS_PER_TOKEN_ESTIMATE)
+
         try:
-            prompt = self._template.template.render(messages, params)
+            if history:
+                limit = self.info.context_size - reply_room(params, self.info.context_size)
+                messages, _ = drop_history_to_fit(messages, history, estimate, limit)
+            prompt = template.render(messages, params)
         except ChatTemplateError as error:
             raise invalid_request(str(error), param="messages") from error
         sampling = sampling_parameters(params, self.info.context_size, self._template.eos_token)
