@@ -144,7 +144,10 @@ class JanServer:
         oidc = OidcLogin(settings, sessions, self._idp, auth)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth, oidc), server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            ExtAuthzServicer(ApiKeyAuthenticator(settings, sessions), OidcTokenUsers(settings, oidc)), server
+            ExtAuthzServicer(
+                ApiKeyAuthenticator(settings, sessions), OidcTokenUsers(settings, oidc) if oidc.enabled else None
+            ),
+            server,
         )
         assert self._models is not None and self._catalog is not None, "start() sets up the models first"
         llm_pb2_grpc.add_LlmServiceServicer_to_server(

@@ -63,7 +63,9 @@ def idp_payload(request: external_auth_pb2.CheckRequest) -> dict[str, Any] | Non
 
 
 class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, authenticator: ApiKeyAuthenticator, idp_tokens: OidcTokenUsers) -> None:
+    def __init__(self, authenticator: ApiKeyAuthenticator, idp_tokens: OidcTokenUsers | None = None) -> None:
+        """`idp_tokens` maps the identity provider's tokens to users; None when no provider is configured (then
+        Envoy has no provider that could verify one)."""
         self._authenticator = authenticator
         self._idp_tokens = idp_tokens
 
@@ -75,7 +77,7 @@ class ExtAuthzServicer(external_auth_pb2_grpc.AuthorizationServicer):
         request_id = headers.get("x-request-id") or new_request_id()
         try:
             payload = idp_payload(request)
-            if payload is not None:
+            if payload is not None and self._idp_tokens is not None:
                 return _allowed_idp_token(await self._idp_tokens.identity(payload))
             key, looks_like_a_key = presented_key(headers)
             if key is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import ClientMixin, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import AuthorizationCodeMixin, UserInfo
@@ -38,6 +39,8 @@ class _QuietHandler(WSGIRequestHandler):
 
 @dataclass
 class TestUser:
+    __test__ = False  # not a pytest test class
+
     subject: str
     preferred_username: str
     email: str
@@ -152,8 +155,6 @@ class TestOidcProvider:
         provider = self
 
         class CodeGrant(grants.AuthorizationCodeGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-
             def save_authorization_code(self, code: str, req: Any) -> None:
                 provider._codes[code] = _Code(
                     code=code, client_id=req.client.client_id, redirect_uri=req.payload.redirect_uri,
@@ -223,7 +224,11 @@ class TestOidcProvider:
         @app.get("/authorize")
         def authorize() -> Any:
             # The configured user has logged in and consented.
-            return server.create_authorization_response(grant_user=provider.user)
+            try:
+                grant = server.get_consent_grant(end_user=provider.user)
+            except OAuth2Error as error:
+                return server.handle_error_response(None, error)
+            return server.create_authorization_response(grant=grant, grant_user=provider.user)
 
         @app.post("/token")
         def token() -> Any:
