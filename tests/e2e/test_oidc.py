@@ -358,3 +358,9 @@ def test_a_guest_upgrades_keeping_their_id(oidc_stack: Stack) -> None:
     assert_error_envelope(taken, 409, type="invalid_request_error", code="email_taken", param="email")
     bad = httpx.post(f"{base}/v1/auth/upgrade", json={**body, "email": "nope"}, headers=bearer(other["access_token"]))
     assert_error_envelope(bad, 400, type="invalid_request_error", param="email")
+
+
+def test_spoofed_identity_headers_do_not_skip_the_credential_check(oidc_stack: Stack, user: TestUser) -> None:
+    spoofed = {"x-jwt-payload": "eyJzdWIiOiJ4In0", "x-user-id": "user_someone", "x-auth-method": "oidc"}
+    response = httpx.get(f"{oidc_stack.base_url}/v1/models", headers=spoofed)
+    assert_error_envelope(response, 401, type="auth_error", code="unauthorized")
