@@ -128,8 +128,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def FinishLogin(
         self, request: auth_pb2.FinishLoginRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.FinishLoginResponse:
+        # Envoy's transcoder decodes %XX in query parameters but leaves form encoding's `+` for a space.
+        description = request.error_description.replace("+", " ")
         location = await self._oidc.finish(
-            code=request.code, state=request.state, error=request.error, error_description=request.error_description
+            code=request.code, state=request.state, error=request.error, error_description=description
         )
         await send_http_status(context, 302, [("location", location), ("cache-control", "no-store")])
         return auth_pb2.FinishLoginResponse(redirect_url=location)

@@ -364,3 +364,40 @@ def test_spoofed_identity_headers_do_not_skip_the_credential_check(oidc_stack: S
     spoofed = {"x-jwt-payload": "eyJzdWIiOiJ4In0", "x-user-id": "user_someone", "x-auth-method": "oidc"}
     response = httpx.get(f"{oidc_stack.base_url}/v1/models", headers=spoofed)
     assert_error_envelope(response, 401, type="auth_error", code="unauthorized")
+
+
+def test_a_login_the_provider_refused_is_a_401_and_ends_the_login(oidc_stack: Stack, app: App) -> None:
+    state = start_login(oidc_stack, app.url)["state"]
+    denied = {"error": "access_denied", "error_description": "The user said no", "state": state}
+    response = httpx.get(f"{oidc_stack.base_url}/auth/callback", params=denied)
+    error = assert_error_envelope(response, 401, type="auth_error", code="unauthorized")
+    assert "The user said no" in str(error["message"])
+    again = httpx.get(f"{oidc_stack.base_url}/auth/callback", params={"code": "x", "state": state})
+    assert_error_envelope(again, 401, type="auth_error", code="unauthorized")
+
+
+@pytest.fixture(scope="module")
+def replica(oidc_stack: Stack) -> Iterator[Stack]:
+    """A second server on the database of `oidc_stack` (SQLite: the same file), behind the same callback URL."""
+    settings = {
+        name.removeprefix("JAN_").lower(): value for name, value in oidc_stack.env.items()
+        if name.startswith("JAN_OIDC_")
+    }
+    stack = make_stack(
+        oidc_stack.env["JAN_DATABASE_URL"], **settings, oidc_redirect_uri=f"{oidc_stack.base_url}/auth/callback"
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_another_replica_finishes_the_login(oidc_stack: Stack, replica: Stack, app: App, user: TestUser) -> None:
+    authorize = httpx.get(start_login(oidc_stack, app.url)["authorization_url"])
+    assert authorize.status_code == 302
+    callback = urlsplit(authorize.headers["location"])
+    assert f"{callback.scheme}://{callback.netloc}" == oidc_stack.base_url
+    finished = httpx.get(f"{replica.base_url}{callback.path}?{callback.query}")
+    assert finished.status_code == 302, finished.text
+    tokens = fragment_tokens(finished.headers["location"])
+    me = httpx.get(f"{replica.base_url}/auth/me", headers=bearer(tokens["access_token"]))
+    assert me.status_code == 200 and me.json()["username"] == user.preferred_username

@@ -117,14 +117,14 @@ class OidcLogin:
             raise login_disabled()
         if not state:
             raise invalid_request("state is required", param="state", code="missing_required_parameter")
+        if not code and not error:
+            raise invalid_request("code is required", param="code", code="missing_required_parameter")
         async with self._sessions.begin() as session:
             login = await oidc_store.take_login_state(session, state)
         if login is None or login.expires_at <= utcnow():
             raise unauthorized("Unknown or expired login state; start the login again")
         if error:
             raise unauthorized(f"The identity provider refused the login: {error_description or error}")
-        if not code:
-            raise invalid_request("code is required", param="code", code="missing_required_parameter")
         answer = await self._provider.exchange_code(code, login.code_verifier)
         claims = await self._provider.verify_id_token(answer["id_token"], nonce=login.nonce)
         pair = await self.log_in(claims)
