@@ -1,8 +1,9 @@
 """Composition root: builds every service from the settings, serves them over gRPC, and runs Envoy in front.
 
-Start order: migrate the database, load (or create) the signing key and write the JWKS Envoy reads, load the
-models and the embedding model, start the gRPC server, then Envoy. Stop order is the reverse, so in-flight streams
-finish (or end cleanly at the grace deadline) before the gateway goes away.
+Start order: read the identity provider's metadata (when one is configured), migrate the database, load (or create)
+the signing key and write the JWKS Envoy reads, load the models and the embedding model, start the gRPC server, then
+Envoy. Stop order is the reverse, so in-flight streams finish (or end cleanly at the grace deadline) before the
+gateway goes away.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class JanServer:
     async def start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # First, so that an unreachable identity provider fails the start before the slow parts.
+        idp_jwks_uri = await self._idp_jwks_uri() if self._gateway else ""
         await run_migrations(settings.database)
         issuer = TokenIssuer(settings)
         await issuer.load_or_create()
@@ -122,7 +125,7 @@ class JanServer:
         self._grpc = server
 
         if self._gateway:
-            self._envoy = EnvoyProcess(settings, DESCRIPTOR_SET, idp_jwks_uri=await self._idp_jwks_uri())
+            self._envoy = EnvoyProcess(settings, DESCRIPTOR_SET, idp_jwks_uri=idp_jwks_uri)
             await self._envoy.start()
 
     async def _idp_jwks_uri(self) -> str:

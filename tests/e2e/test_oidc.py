@@ -18,7 +18,7 @@ from werkzeug.serving import make_server
 from tests.conftest import DATABASES, _database_url
 from tests.e2e.conftest import assert_error_envelope, guest_login
 from tests.support.oidc_provider import TestOidcProvider, TestUser
-from tests.support.ports import free_port
+from tests.support.ports import free_port, refused_port
 from tests.support.stack import Stack, make_stack
 
 CLIENT_ID = "jan-server"
@@ -401,3 +401,11 @@ def test_another_replica_finishes_the_login(oidc_stack: Stack, replica: Stack, a
     tokens = fragment_tokens(finished.headers["location"])
     me = httpx.get(f"{replica.base_url}/auth/me", headers=bearer(tokens["access_token"]))
     assert me.status_code == 200 and me.json()["username"] == user.preferred_username
+
+
+def test_an_unreachable_provider_stops_the_start_with_what_to_do() -> None:
+    with refused_port() as port:
+        stack = make_stack(oidc_issuer=f"http://127.0.0.1:{port}", oidc_client_id=CLIENT_ID)
+        with pytest.raises(RuntimeError) as error:
+            stack.start()
+    assert "JAN_OIDC_JWKS_URI" in str(error.value) and "unreachable" in str(error.value)
