@@ -1,8 +1,9 @@
 """Composition root: builds every service from the settings, serves them over gRPC, and runs Envoy in front.
 
-Start order: migrate the database, load (or create) the signing key and write the JWKS Envoy reads, load the
-models and the embedding model, start the gRPC server, then Envoy. Stop order is the reverse, so in-flight streams
-finish (or end cleanly at the grace deadline) before the gateway goes away.
+Start order: read the identity provider's metadata (when one is configured), migrate the database, load (or create)
+the signing key and write the JWKS Envoy reads, load the models and the embedding model, start the gRPC server, then
+Envoy. Stop order is the reverse, so in-flight streams finish (or end cleanly at the grace deadline) before the
+gateway goes away.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from server.admin.service import AdminService
 from server.admin.servicer import AdminServicer
 from server.auth.api_keys import ApiKeyAuthenticator
 from server.auth.ext_authz import ExtAuthzServicer
+from server.auth.oidc.direct import OidcTokenUsers
+from server.auth.oidc.login import OidcLogin
+from server.auth.oidc.provider import OidcProvider
 from server.auth.service import AuthService
 from server.auth.servicer import AuthServicer
 from server.auth.tokens import TokenIssuer
 from server.core.config import Settings, usable_cpus
 from server.core.db import create_engine, session_factory
+from server.core.errors import ApiError
 from server.core.migrate import run_migrations
 from server.gateway.envoy import EnvoyProcess
 from server.gen.jan.admin.v1 import admin_pb2_grpc, model_catalog_pb2_grpc
@@ -77,10 +82,13 @@ class JanServer:
         self.media = MediaService(settings, session_factory(self._engine))
         self._grpc: grpc.aio.Server | None = None
         self._envoy: EnvoyProcess | None = None
+        self._idp = OidcProvider(settings)
 
     async def start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # First, so that an unreachable identity provider fails the start before the slow parts.
+        idp_jwks_uri = await self._idp_jwks_uri() if self._gateway else ""
         await run_migrations(settings.database)
         issuer = TokenIssuer(settings)
         await issuer.load_or_create()
@@ -117,15 +125,32 @@ class JanServer:
         self._grpc = server
 
         if self._gateway:
-            self._envoy = EnvoyProcess(settings, DESCRIPTOR_SET)
+            self._envoy = EnvoyProcess(settings, DESCRIPTOR_SET, idp_jwks_uri=idp_jwks_uri)
             await self._envoy.start()
+
+    async def _idp_jwks_uri(self) -> str:
+        """Where Envoy gets the identity provider's keys: configured, or from its metadata; "" without a provider."""
+        settings = self.settings
+        if not settings.oidc_issuer or settings.oidc_jwks_uri:
+            return settings.oidc_jwks_uri
+        try:
+            return (await self._idp.discovery()).jwks_uri
+        except ApiError as error:
+            raise RuntimeError(
+                f"{error.message}. Start the identity provider first, or set JAN_OIDC_JWKS_URI to start without it"
+            ) from None
 
     def _add_services(self, server: grpc.aio.Server, issuer: TokenIssuer) -> None:
         """Every jan.* service of proto/ is served here, and only here."""
         settings, sessions = self.settings, session_factory(self._engine)
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(AuthService(settings, sessions, issuer)), server)
+        auth = AuthService(settings, sessions, issuer)
+        oidc = OidcLogin(settings, sessions, self._idp, auth)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth, oidc), server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            ExtAuthzServicer(ApiKeyAuthenticator(settings, sessions)), server
+            ExtAuthzServicer(
+                ApiKeyAuthenticator(settings, sessions), OidcTokenUsers(settings, oidc) if oidc.enabled else None
+            ),
+            server,
         )
         assert self._models is not None and self._catalog is not None, "start() sets up the models first"
         llm_pb2_grpc.add_LlmServiceServicer_to_server(
@@ -173,4 +198,5 @@ class JanServer:
         await self.media.stop()
         if self._envoy is not None:
             await self._envoy.stop()
+        await self._idp.close()
         await self._engine.dispose()

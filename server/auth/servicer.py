@@ -9,7 +9,8 @@ import grpc
 from google.api import httpbody_pb2
 
 from server.auth.api_keys import status_of
-from server.auth.service import AuthService
+from server.auth.oidc.login import OidcLogin
+from server.auth.service import AuthService, parse_upgrade
 from server.auth.store import ApiKey
 from server.core.db import utcnow
 from server.core.errors import invalid_request
@@ -42,14 +43,20 @@ def api_key_message(key: ApiKey, now: datetime, *, secret: str | None = None) ->
     return auth_pb2.ApiKey(**fields)
 
 
+def _present(**fields: str | None) -> dict[str, str]:
+    """The optional fields that have a value: the others stay unset, and so absent from the JSON."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def _bearer_token(context: grpc.aio.ServicerContext) -> str:
     scheme, _, token = metadata(context).get("authorization", "").strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, auth: AuthService) -> None:
+    def __init__(self, auth: AuthService, oidc: OidcLogin) -> None:
         self._auth = auth
+        self._oidc = oidc
 
     @unary
     async def GuestLogin(
@@ -107,6 +114,70 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             is_guest=profile.is_guest,
             created_at=int(profile.created_at.timestamp()),
             roles=profile.roles,
+            **_present(email=profile.email, name=profile.name, issuer=profile.issuer),
+        )
+
+    @unary
+    async def StartLogin(
+        self, request: auth_pb2.StartLoginRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.StartLoginResponse:
+        started = await self._oidc.start(request.redirect_url)
+        return auth_pb2.StartLoginResponse(authorization_url=started.authorization_url, state=started.state)
+
+    @unary
+    async def FinishLogin(
+        self, request: auth_pb2.FinishLoginRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.FinishLoginResponse:
+        # Envoy's transcoder decodes %XX in query parameters but leaves form encoding's `+` for a space.
+        description = request.error_description.replace("+", " ")
+        location = await self._oidc.finish(
+            code=request.code, state=request.state, error=request.error, error_description=description
+        )
+        await send_http_status(context, 302, [("location", location), ("cache-control", "no-store")])
+        return auth_pb2.FinishLoginResponse(redirect_url=location)
+
+    @unary
+    async def UpgradeAccount(
+        self, request: auth_pb2.UpgradeAccountRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.UpgradeAccountResponse:
+        upgrade = parse_upgrade(parse_object(request.body.data))
+        profile = await self._auth.upgrade(caller(context).user_id, upgrade)
+        return auth_pb2.UpgradeAccountResponse(
+            status="upgraded", id=profile.id, username=profile.username, email=profile.email or "",
+            **_present(name=profile.name),
+        )
+
+    @unary
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.LogoutResponse:
+        user_id = caller(context).user_id
+        if request.refresh_token:
+            revoked = await self._auth.revoke(request.refresh_token, user_id=user_id)
+        else:
+            await self._auth.log_out_everywhere(user_id)
+            revoked = True
+        return auth_pb2.LogoutResponse(status="logged out", revoked=revoked)
+
+    @unary
+    async def RevokeToken(
+        self, request: auth_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RevokeTokenResponse:
+        refresh_token = request.refresh_token or request.token
+        if not refresh_token:
+            raise invalid_request("refresh_token is required", param="refresh_token", code="missing_required_parameter")
+        revoked = await self._auth.revoke(refresh_token)
+        return auth_pb2.RevokeTokenResponse(message="Token revoked successfully", revoked=revoked)
+
+    @unary
+    async def ValidateToken(
+        self, request: auth_pb2.ValidateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ValidateTokenResponse:
+        identity = caller(context)
+        profile = await self._auth.me(identity.user_id, identity.auth_method)
+        return auth_pb2.ValidateTokenResponse(
+            valid=True, user_id=profile.id, username=profile.username, auth_method=profile.auth_method,
+            roles=sorted(identity.roles), is_guest=profile.is_guest, **_present(email=profile.email),
         )
 
     @unary

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, CursorResult, ForeignKey, Index, Select, String, func, or_, select, text, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CursorResult,
+    ForeignKey,
+    Index,
+    Select,
+    String,
+    UniqueConstraint,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -14,15 +28,29 @@ from server.core.ids import new_id
 
 class User(Base):
     __tablename__ = "users"
+    # A user who logged in with an identity provider is found again by the provider's issuer and subject.
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("user"))
     username: Mapped[str] = mapped_column(String(150), unique=True)
     is_guest: Mapped[bool] = mapped_column(Boolean)
     # Role names, e.g. ["admin"] (server/auth/roles.py); carried in access tokens and API-key checks.
     roles: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    # Roles the identity provider granted at the user's last login or token use (JAN_OIDC_ROLES_CLAIM); kept apart
+    # from `roles` so the provider can also take them away again.
+    idp_roles: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
     name: Mapped[str | None] = mapped_column(String(150))
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    # The identity provider's `iss` and `sub`; NULL for guests and users created here.
+    issuer: Mapped[str | None] = mapped_column(String(512))
+    subject: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def all_roles(self) -> list[str]:
+        """Granted here or by the identity provider."""
+        return [*self.roles, *self.idp_roles]
 
 
 class RefreshToken(Base):
@@ -82,6 +110,10 @@ async def find_user_by_username(session: AsyncSession, username: str) -> User | 
     return await session.scalar(select(User).where(User.username == username))
 
 
+async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email))
+
+
 async def add_refresh_token(
     session: AsyncSession, *, token_hash: str, family_id: str, user_id: str, expires_at: datetime
 ) -> RefreshToken:
@@ -115,6 +147,16 @@ async def spend_refresh_token(session: AsyncSession, token_hash: str, now: datet
     if result.rowcount != 1:
         return None
     return (await session.scalars(select(RefreshToken).where(RefreshToken.token_hash == token_hash))).one()
+
+
+async def revoke_user_tokens(session: AsyncSession, user_id: str, now: datetime) -> None:
+    """Logs the user out everywhere: every refresh token of every login."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def revoke_family(session: AsyncSession, family_id: str, now: datetime) -> None:
@@ -171,9 +213,12 @@ async def find_api_key(session: AsyncSession, user_id: str, key_id: str) -> ApiK
 
 async def find_api_key_by_hash(session: AsyncSession, key_hash: str) -> tuple[ApiKey, list[str]] | None:
     """The key and its owner's current roles, which the key inherits."""
-    statement = select(ApiKey, User.roles).join(User, User.id == ApiKey.user_id).where(ApiKey.key_hash == key_hash)
+    statement = (
+        select(ApiKey, User.roles, User.idp_roles).join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.key_hash == key_hash)
+    )
     row = (await session.execute(statement)).one_or_none()
-    return None if row is None else (row[0], list(row[1] or []))
+    return None if row is None else (row[0], [*(row[1] or []), *(row[2] or [])])
 
 
 async def mark_api_key_used(session: AsyncSession, key_id: str, now: datetime, *, unless_since: datetime) -> None:

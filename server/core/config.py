@@ -186,6 +186,33 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     jwt_clock_skew_seconds: int = Field(5, ge=0, le=5)
 
+    # Login with an external identity provider (OIDC, server/auth/oidc); empty issuer = no such login
+    oidc_issuer: str = Field("", description="the provider's issuer URL, e.g. https://idp.example.com/realms/jan")
+    oidc_discovery_url: str = Field(
+        "", description="where this server reads the provider's metadata; empty = the issuer's well-known URL"
+    )
+    oidc_client_id: str = Field("", description="this server's client id at the provider")
+    oidc_client_secret: SecretStr = Field(SecretStr(""), description="empty = a public client (PKCE only)")
+    oidc_redirect_uri: str = Field(
+        "", description="the callback the provider sends browsers to; empty = {public_url}/auth/callback"
+    )
+    oidc_scopes: str = "openid profile email"
+    oidc_allowed_redirect_urls: list[str] = Field(
+        default_factory=list,
+        description="where a login may end: a redirect_url matches an entry with the same scheme, host and port and a "
+        "path equal to the entry's, or under it when the entry's path ends with /",
+    )
+    oidc_audience: str = Field(
+        "", description="`aud` the provider's access tokens need to be used here; empty = client_id"
+    )
+    oidc_roles_claim: str = Field(
+        "", description="dotted path of a claim listing roles, e.g. realm_access.roles; empty = none from the provider"
+    )
+    oidc_jwks_uri: str = Field("", description="the provider's JWKS for Envoy; empty = from discovery at startup")
+    oidc_timeout_seconds: float = Field(10.0, gt=0, le=60, description="one request to the provider")
+    oidc_login_ttl_seconds: int = Field(600, ge=60, le=3600, description="how long a started login may be finished")
+    oidc_jwks_cache_seconds: int = Field(300, ge=1, description="how long Envoy and the server keep provider keys")
+
     # API keys
     api_key_prefix: str = Field("sk_live", pattern=r"^[A-Za-z0-9_]{1,24}$", description="keys are <prefix>_<48 hex>")
     api_key_secret: SecretStr = Field(
@@ -355,6 +382,15 @@ class Settings(BaseSettings):
         return routes
 
     @model_validator(mode="after")
+    def _oidc_settings_agree(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            raise ValueError("oidc_issuer needs oidc_client_id")
+        for url in (self.oidc_issuer, self.oidc_discovery_url, self.oidc_jwks_uri, *self.oidc_allowed_redirect_urls):
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must be an http:// or https:// URL")
+        return self
+
+    @model_validator(mode="after")
     def _api_key_settings_agree(self) -> Settings:
         if self.api_key_default_tier not in self.api_key_tiers:
             raise ValueError(f"api_key_default_tier {self.api_key_default_tier!r} is not in api_key_tiers")
@@ -373,6 +409,14 @@ class Settings(BaseSettings):
     @property
     def public_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def oidc_callback_url(self) -> str:
+        return self.oidc_redirect_uri or f"{self.public_url}/auth/callback"
+
+    @property
+    def oidc_token_audience(self) -> str:
+        return self.oidc_audience or self.oidc_client_id
 
     @property
     def signing_key_path(self) -> Path:

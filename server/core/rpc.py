@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,9 +67,12 @@ def caller(context: grpc.aio.ServicerContext) -> Caller:
     return Caller(user_id=user_id, auth_method=method, roles=roles)
 
 
-async def send_http_status(context: grpc.aio.ServicerContext, status: int) -> None:
-    """Sets the HTTP status of a transcoded response (errors.lua moves `x-http-status` into `:status`)."""
-    await context.send_initial_metadata((("x-http-status", str(status)),))
+async def send_http_status(
+    context: grpc.aio.ServicerContext, status: int, headers: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Sets the HTTP status of a transcoded response (errors.lua moves `x-http-status` into `:status`), and any other
+    response headers, e.g. `location` (initial metadata, sent once per call, becomes HTTP response headers)."""
+    await context.send_initial_metadata((("x-http-status", str(status)), *headers))
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: ApiError) -> None:

@@ -22,7 +22,9 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import certifi
 import jinja2
 
 from server.core.config import Settings
@@ -79,8 +81,9 @@ def envoy_binary(settings: Settings) -> str:
     return str(binary)
 
 
-def render_config(settings: Settings, descriptor_path: Path | str) -> str:
-    """The Envoy bootstrap YAML for these settings. `descriptor_path` is the transcoder's descriptor set."""
+def render_config(settings: Settings, descriptor_path: Path | str, *, idp_jwks_uri: str = "") -> str:
+    """The Envoy bootstrap YAML for these settings. `descriptor_path` is the transcoder's descriptor set;
+    `idp_jwks_uri` the identity provider's JWKS, whose tokens are accepted when set (with `oidc_issuer`)."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(ENVOY_DIR),
         undefined=jinja2.StrictUndefined,
@@ -91,16 +94,36 @@ def render_config(settings: Settings, descriptor_path: Path | str) -> str:
     descriptor = Path(descriptor_path).resolve()
     return template.render(
         settings=settings, descriptor_path=descriptor, lua_paths=LUA_PATHS, services=service_names(descriptor),
-        media_upload_max_bytes=upload_request_limit(settings),
+        media_upload_max_bytes=upload_request_limit(settings), idp=identity_provider(settings, idp_jwks_uri),
     )
+
+
+def identity_provider(settings: Settings, jwks_uri: str) -> dict[str, object] | None:
+    """What the template needs to accept the identity provider's tokens: its JWKS URL split for an Envoy cluster."""
+    if not settings.oidc_issuer or not jwks_uri:
+        return None
+    url = urlsplit(jwks_uri)
+    tls = url.scheme == "https"
+    return {
+        "issuer": settings.oidc_issuer,
+        "audience": settings.oidc_token_audience,
+        "jwks_uri": jwks_uri,
+        "host": url.hostname,
+        "port": url.port or (443 if tls else 80),
+        "tls": tls,
+        # The CA bundle httpx uses, so Envoy trusts the same public CAs as the server.
+        "ca_file": certifi.where(),
+        "cache_seconds": settings.oidc_jwks_cache_seconds,
+    }
 
 
 class EnvoyProcess:
     """One Envoy serving settings.host:settings.port, started after the gRPC server and stopped after it."""
 
-    def __init__(self, settings: Settings, descriptor_path: Path | str) -> None:
+    def __init__(self, settings: Settings, descriptor_path: Path | str, *, idp_jwks_uri: str = "") -> None:
         self._settings = settings
         self._descriptor_path = Path(descriptor_path)
+        self._idp_jwks_uri = idp_jwks_uri
         # Identifies our Envoy on the admin port, in case another one already answers there.
         self._node_id = f"jan-{secrets.token_hex(6)}"
         self._process: asyncio.subprocess.Process | None = None
@@ -169,7 +192,9 @@ class EnvoyProcess:
         """Blocking part of start(), run in a thread: find the binary and write the config."""
         binary = envoy_binary(self._settings)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(render_config(self._settings, self._descriptor_path))
+        self.config_path.write_text(
+            render_config(self._settings, self._descriptor_path, idp_jwks_uri=self._idp_jwks_uri)
+        )
         return binary
 
     async def _wait_until_live(self, process: asyncio.subprocess.Process) -> None:

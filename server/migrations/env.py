@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 # Importing a service's store registers its tables on Base.metadata, which autogenerate diffs against.
+import server.auth.oidc.store
 import server.auth.store
 import server.llm.catalog.store
 import server.llm.completions.store

@@ -31,6 +31,8 @@ from server.auth.api_keys import (
     status_of,
 )
 from server.auth.ext_authz import ExtAuthzServicer
+from server.auth.oidc.login import OidcLogin
+from server.auth.oidc.provider import OidcProvider
 from server.auth.service import AuthService
 from server.auth.servicer import AuthServicer
 from server.auth.tokens import TokenIssuer
@@ -261,7 +263,10 @@ async def channel(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     issuer = TokenIssuer(settings)
     await issuer.load_or_create()
     server = grpc.aio.server()
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(AuthService(settings, sessions, issuer)), server)
+    auth = AuthService(settings, sessions, issuer)
+    # No identity provider configured (tests/e2e/test_oidc.py has one).
+    oidc = OidcLogin(settings, sessions, OidcProvider(settings), auth)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth, oidc), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         ExtAuthzServicer(ApiKeyAuthenticator(settings, sessions)), server
     )

@@ -19,6 +19,8 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.auth import store
+from server.auth.oidc.login import OidcLogin
+from server.auth.oidc.provider import OidcProvider
 from server.auth.service import AuthService, TokenPair, hash_refresh_token
 from server.auth.servicer import AuthServicer
 from server.auth.tokens import TokenIssuer
@@ -49,9 +51,13 @@ def auth(settings: Settings, sessions: async_sessionmaker[AsyncSession], issuer:
 
 
 @pytest.fixture
-async def stub(auth: AuthService) -> AsyncIterator[auth_pb2_grpc.AuthServiceStub]:
+async def stub(
+    auth: AuthService, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[auth_pb2_grpc.AuthServiceStub]:
     server = grpc.aio.server()
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth), server)
+    # No identity provider configured: its login answers 501 (tests/unit/test_oidc.py).
+    oidc = OidcLogin(settings, sessions, OidcProvider(settings), auth)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth, oidc), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

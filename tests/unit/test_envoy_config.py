@@ -49,9 +49,11 @@ def free_port_settings(data_dir: Path) -> Settings:
     return make_settings(data_dir, port=free_port(), grpc_port=free_port(), envoy_admin_port=free_port())
 
 
-def validate(settings: Settings, descriptor_set: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def validate(
+    settings: Settings, descriptor_set: Path, tmp_path: Path, *, idp_jwks_uri: str = ""
+) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "envoy.yaml"
-    config.write_text(render_config(settings, descriptor_set))
+    config.write_text(render_config(settings, descriptor_set, idp_jwks_uri=idp_jwks_uri))
     return subprocess.run(
         [envoy_binary(settings), "--mode", "validate", "-c", str(config)], capture_output=True, text=True
     )
@@ -158,6 +160,26 @@ def test_validation_loads_the_lua_scripts(
     result = validate(make_settings(tmp_path / "data"), descriptor_set, tmp_path)
     assert result.returncode != 0
     assert "script load error" in result.stderr
+
+
+@pytest.mark.parametrize("jwks_uri", [
+    "https://idp.example.com/realms/jan/protocol/openid-connect/certs",
+    "http://keycloak:8080/realms/jan/protocol/openid-connect/certs",
+])
+def test_an_identity_provider_renders_a_valid_config(tmp_path: Path, descriptor_set: Path, jwks_uri: str) -> None:
+    settings = make_settings(
+        tmp_path / "data", oidc_issuer="https://idp.example.com/realms/jan", oidc_client_id="jan",
+        oidc_audience="jan-api",
+    )
+    result = validate(settings, descriptor_set, tmp_path, idp_jwks_uri=jwks_uri)
+    assert result.returncode == 0, result.stderr
+    config = render_config(settings, descriptor_set, idp_jwks_uri=jwks_uri)
+    assert "requires_any: { requirements: [ { provider_name: jan }, { provider_name: idp } ] }" in config
+    assert f"uri: {json.dumps(jwks_uri)}, cluster: idp_jwks" in config
+    assert ("UpstreamTlsContext" in config) == jwks_uri.startswith("https://")
+    # Without a provider there is neither the provider nor its cluster.
+    plain = render_config(settings, descriptor_set)
+    assert "idp_jwks" not in plain and "requires: { provider_name: jan }" in plain
 
 
 def test_envoy_binary_is_the_wheel_binary_unless_configured(tmp_path: Path) -> None:

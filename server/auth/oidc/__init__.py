@@ -1,0 +1,1 @@
+"""Login with an external OpenID Connect identity provider, and the provider's tokens used directly."""
