@@ -14,7 +14,6 @@ import logging
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
 
@@ -58,11 +57,13 @@ from server.media.service import MediaService
 from server.media.servicer import MediaServicer
 from server.protogen import DESCRIPTOR_SET, service_names
 from server.responses.servicer import ResponseServicer
+from server.system.health import HealthReporter
 from server.system.servicer import SystemServicer
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 5.0
+# After the grace period, how long ended generations get to send their error event before RPCs are cancelled.
+ERROR_EVENT_SECONDS = 5.0
 
 
 class JanServer:
@@ -81,6 +82,7 @@ class JanServer:
         # Started after migrations (its retention sweep queries the database). Chat resolves placeholders with it.
         self.media = MediaService(settings, session_factory(self._engine))
         self._grpc: grpc.aio.Server | None = None
+        self._health: HealthReporter | None = None
         self._envoy: EnvoyProcess | None = None
         self._idp = OidcProvider(settings)
 
@@ -112,10 +114,10 @@ class JanServer:
         )
         self._add_services(server, issuer)
         names = service_names()
-        health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        for name in (*names, ""):
-            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health = HealthReporter(names, self._database_problem, self._registry.readiness_problem)
+        health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+        await health.start()
+        self._health = health
         reflection.enable_server_reflection(
             (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
         )
@@ -171,13 +173,16 @@ class JanServer:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(AdminService(sessions)), server)
         model_catalog_pb2_grpc.add_ModelCatalogServiceServicer_to_server(ModelCatalogServicer(self._catalog), server)
 
-    async def _readiness_problem(self) -> str | None:
+    async def _database_problem(self) -> str | None:
         try:
             async with self._engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except Exception as error:
             return f"database unavailable: {error.__class__.__name__}"
-        return self._registry.readiness_problem()
+        return None
+
+    async def _readiness_problem(self) -> str | None:
+        return await self._database_problem() or self._registry.readiness_problem()
 
     def listening_line(self) -> str:
         grpc_part = f"gRPC on {self.settings.grpc_target}"
@@ -186,9 +191,15 @@ class JanServer:
         return f"Jan Server listening on {grpc_part} (no gateway)"
 
     async def stop(self) -> None:
-        # Refuse new RPCs, then end in-flight generations: their streams get a `server_shutting_down` error
-        # event through the still-running Envoy before the gRPC server and the gateway go away.
-        stopping = asyncio.create_task(self._grpc.stop(SHUTDOWN_GRACE_SECONDS)) if self._grpc else None
+        # Health checks see NOT_SERVING and new RPCs are refused; in-flight requests get shutdown_grace_seconds to
+        # finish. Generations still running then are ended: their streams get a `server_shutting_down` error event
+        # through the still-running Envoy before the gRPC server and the gateway go away.
+        grace = self.settings.shutdown_grace_seconds
+        stopping = None
+        if self._grpc is not None and self._health is not None:
+            await self._health.drain()
+            stopping = asyncio.create_task(self._grpc.stop(grace + ERROR_EVENT_SECONDS))
+            await asyncio.wait({stopping}, timeout=grace)
         if self._models is not None:
             await self._models.close()
         await self._registry.close()

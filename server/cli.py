@@ -1,4 +1,5 @@
-"""`jan-server` command line: run the stack, migrate the database, render the Envoy config, or create an admin."""
+"""`jan-server` command line: run the stack, migrate the database, render the Envoy config, create an admin, manage
+API keys, or check a deployment (doctor)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     create_admin.add_argument("--email", required=True, help="the admin's email; it becomes the username")
     create_admin.add_argument("--name", help="a display name")
     create_admin.add_argument("--key-name", default="admin (jan-server admin create)", help="the API key's name")
+    keys = commands.add_parser("keys", help="create, list or revoke any user's API keys (on this server's database)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create_key = key_commands.add_parser("create", help="create an API key and print it once")
+    create_key.add_argument("--user", required=True, help="the user's id (user_...) or username (e.g. an email)")
+    create_key.add_argument("--name", required=True, help="what the key is for")
+    create_key.add_argument("--expires-in-days", type=int, help="lifetime (default JAN_API_KEY_DEFAULT_TTL_DAYS)")
+    list_keys = key_commands.add_parser("list", help="list a user's keys, newest first (never the keys themselves)")
+    list_keys.add_argument("--user", required=True, help="the user's id (user_...) or username")
+    revoke_key = key_commands.add_parser("revoke", help="revoke a key")
+    revoke_key.add_argument("--user", required=True, help="the user's id (user_...) or username")
+    revoke_key.add_argument("key_id", help="the key's id (key_...)")
+    commands.add_parser(
+        "doctor", help="check ports, Envoy, the database, models, storage and the sandbox, and say how to fix problems"
+    )
     args = parser.parse_args(argv)
 
     # We fork only to exec Envoy; gRPC's fork handlers are not needed (and log noise when skipped).
@@ -108,6 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_config(settings, DESCRIPTOR_SET))
     elif args.command == "admin":
         return asyncio.run(_create_admin(settings, args.email, args.name, args.key_name))
+    elif args.command == "keys":
+        from server.operations.keys import keys_command
+
+        return asyncio.run(keys_command(
+            settings, args.keys_command, args.user, name=getattr(args, "name", ""),
+            expires_in_days=getattr(args, "expires_in_days", None), key_id=getattr(args, "key_id", ""),
+        ))
+    elif args.command == "doctor":
+        from server.operations.doctor import run_doctor
+
+        return asyncio.run(run_doctor(settings))
     return 0
 
 

@@ -350,6 +350,9 @@ class Settings(BaseSettings):
     provider_sync_timeout_seconds: float = Field(15.0, gt=0, description="a provider's `GET /models` on sync")
 
     log_level: str = "INFO"
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, le=600, description="on SIGTERM, how long in-flight requests may finish before generations end"
+    )
 
     @field_validator("data_dir")
     @classmethod

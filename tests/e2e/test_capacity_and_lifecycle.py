@@ -104,14 +104,18 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_sigterm_ends_in_flight_streams_with_an_error_event_and_stops_everything() -> None:
-    stack = make_stack()
+def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_error_event() -> None:
+    stack = make_stack(shutdown_grace_seconds="3")
     stack.start()
     client = _sdk(stack)
+    short = iter(client.chat.completions.create(model=MODEL, messages=LONG, max_tokens=24, stream=True))
+    next(short)
     stream = client.chat.completions.create(model=MODEL, messages=LONG, max_tokens=1500, stream=True)
     chunks = iter(stream)
     next(chunks)
     threading.Timer(0.2, stack.stop).start()
+    # The short answer completes within the grace period; the long one is ended after it.
+    assert [chunk.choices[0].finish_reason for chunk in short if chunk.choices][-1] in ("length", "stop")
     with pytest.raises(openai.APIError) as raised:
         for _ in chunks:
             pass

@@ -1,0 +1,1 @@
+"""Operator commands behind `jan-server`: checking a deployment (doctor) and managing API keys."""
