@@ -52,6 +52,7 @@ from server.llm.projects.service import ProjectService
 from server.llm.projects.servicer import ProjectServicer
 from server.llm.servicer import LlmServicer
 from server.mcp.servicer import McpServicer
+from server.media.client import RemoteMediaResolver
 from server.media.limits import grpc_message_limit
 from server.media.service import MediaService
 from server.media.servicer import MediaServicer
@@ -59,6 +60,7 @@ from server.protogen import DESCRIPTOR_SET, service_names
 from server.responses.servicer import ResponseServicer
 from server.system.health import HealthReporter
 from server.system.servicer import SystemServicer
+from server.topology import ALL_SERVICES, served_names, target_of
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,20 @@ ERROR_EVENT_SECONDS = 5.0
 
 
 class JanServer:
-    def __init__(self, settings: Settings, *, gateway: bool = True) -> None:
+    """The services of `services` (all by default) in this process's gRPC server, and Envoy when `gateway`.
+
+    Each deployable service may run in its own process (server/topology.py); those it calls are then reached at
+    their JAN_SERVICE_TARGETS. Only the parts the chosen services need are started. `migrate`: upgrade the schema
+    at start (split deployments run `jan-server migrate` once instead, before the services)."""
+
+    def __init__(
+        self, settings: Settings, *, gateway: bool = True, services: frozenset[str] = ALL_SERVICES,
+        migrate: bool = True,
+    ) -> None:
         self.settings = settings
         self._gateway = gateway
+        self._services = services
+        self._migrate = migrate
         self._engine = create_engine(settings.database)
         # One CPU budget for everything that computes here: chat models and the embedder take turns sharing it.
         cpu = ThreadBudget(usable_cpus())
@@ -91,18 +104,32 @@ class JanServer:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # First, so that an unreachable identity provider fails the start before the slow parts.
         idp_jwks_uri = await self._idp_jwks_uri() if self._gateway else ""
-        await run_migrations(settings.database)
+        if self._migrate:
+            await run_migrations(settings.database)
+        # Our signing key: the auth service mints with it, and Envoy verifies with its JWKS.
         issuer = TokenIssuer(settings)
         await issuer.load_or_create()
-        await asyncio.gather(self._registry.start(), self._embedder.start())
-        cipher = ProviderKeyCipher(await asyncio.to_thread(load_or_create_secret, settings))
-        self._models = ModelRouter(
-            self._registry, settings.models, session_factory(self._engine), cipher, settings.catalog_refresh_seconds
-        )
-        await self._models.start()
-        self._catalog = CatalogAdmin(settings, session_factory(self._engine), self._models, cipher)
-        await self.media.start()
+        if "llm" in self._services:
+            await asyncio.gather(self._registry.start(), self._embedder.start())
+            cipher = ProviderKeyCipher(await asyncio.to_thread(load_or_create_secret, settings))
+            self._models = ModelRouter(
+                self._registry, settings.models, session_factory(self._engine), cipher,
+                settings.catalog_refresh_seconds,
+            )
+            await self._models.start()
+            self._catalog = CatalogAdmin(settings, session_factory(self._engine), self._models, cipher)
+        elif "mcp" in self._services:
+            await self._embedder.start()
+        if "media" in self._services:
+            await self.media.start()
+        if self._services:
+            await self._start_grpc(issuer)
+        if self._gateway:
+            self._envoy = EnvoyProcess(settings, DESCRIPTOR_SET, idp_jwks_uri=idp_jwks_uri)
+            await self._envoy.start()
 
+    async def _start_grpc(self, issuer: TokenIssuer) -> None:
+        settings = self.settings
         server = grpc.aio.server(
             options=[
                 # Envoy already capped the body (at max_request_bytes, more on media upload routes).
@@ -113,8 +140,8 @@ class JanServer:
             ]
         )
         self._add_services(server, issuer)
-        names = service_names()
-        health = HealthReporter(names, self._database_problem, self._registry.readiness_problem)
+        names = [name for name in service_names() if name in served_names(self._services)]
+        health = HealthReporter(names, self._database_problem, self._models_problem)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         await health.start()
         self._health = health
@@ -125,10 +152,6 @@ class JanServer:
             raise RuntimeError(f"cannot bind gRPC port {settings.grpc_target}")
         await server.start()
         self._grpc = server
-
-        if self._gateway:
-            self._envoy = EnvoyProcess(settings, DESCRIPTOR_SET, idp_jwks_uri=idp_jwks_uri)
-            await self._envoy.start()
 
     async def _idp_jwks_uri(self) -> str:
         """Where Envoy gets the identity provider's keys: configured, or from its metadata; "" without a provider."""
@@ -143,35 +166,46 @@ class JanServer:
             ) from None
 
     def _add_services(self, server: grpc.aio.Server, issuer: TokenIssuer) -> None:
-        """Every jan.* service of proto/ is served here, and only here."""
-        settings, sessions = self.settings, session_factory(self._engine)
-        auth = AuthService(settings, sessions, issuer)
-        oidc = OidcLogin(settings, sessions, self._idp, auth)
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth, oidc), server)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            ExtAuthzServicer(
-                ApiKeyAuthenticator(settings, sessions), OidcTokenUsers(settings, oidc) if oidc.enabled else None
-            ),
-            server,
-        )
-        assert self._models is not None and self._catalog is not None, "start() sets up the models first"
-        llm_pb2_grpc.add_LlmServiceServicer_to_server(
-            LlmServicer(self._models, sessions, self._embedder, self.media.resolve_placeholders), server
-        )
-        projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(ProjectService(sessions)), server)
-        conversations_pb2_grpc.add_ConversationServiceServicer_to_server(
-            ConversationServicer(ConversationService(sessions)), server
-        )
+        """The chosen services' servicers; SystemService (health, readiness) in every process."""
+        settings, sessions, services = self.settings, session_factory(self._engine), self._services
         system_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(self._readiness_problem), server)
-        mcp_pb2_grpc.add_McpServiceServicer_to_server(
-            McpServicer.from_settings(settings, sessions, self._embedder), server
-        )
-        responses_pb2_grpc.add_ResponseServiceServicer_to_server(
-            ResponseServicer.from_settings(settings, sessions), server
-        )
-        media_pb2_grpc.add_MediaServiceServicer_to_server(MediaServicer(self.media), server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(AdminService(sessions)), server)
-        model_catalog_pb2_grpc.add_ModelCatalogServiceServicer_to_server(ModelCatalogServicer(self._catalog), server)
+        if "auth" in services:
+            auth = AuthService(settings, sessions, issuer)
+            oidc = OidcLogin(settings, sessions, self._idp, auth)
+            auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(auth, oidc), server)
+            external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+                ExtAuthzServicer(
+                    ApiKeyAuthenticator(settings, sessions), OidcTokenUsers(settings, oidc) if oidc.enabled else None
+                ),
+                server,
+            )
+            admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(AdminService(sessions)), server)
+        if "llm" in services:
+            assert self._models is not None and self._catalog is not None, "start() sets up the models first"
+            resolve_media = (
+                self.media.resolve_placeholders if "media" in services
+                else RemoteMediaResolver(grpc.aio.insecure_channel(target_of(settings, "media")))
+            )
+            llm_pb2_grpc.add_LlmServiceServicer_to_server(
+                LlmServicer(self._models, sessions, self._embedder, resolve_media), server
+            )
+            projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(ProjectService(sessions)), server)
+            conversations_pb2_grpc.add_ConversationServiceServicer_to_server(
+                ConversationServicer(ConversationService(sessions)), server
+            )
+            model_catalog_pb2_grpc.add_ModelCatalogServiceServicer_to_server(
+                ModelCatalogServicer(self._catalog), server
+            )
+        if "mcp" in services:
+            mcp_pb2_grpc.add_McpServiceServicer_to_server(
+                McpServicer.from_settings(settings, sessions, self._embedder), server
+            )
+        if "responses" in services:
+            responses_pb2_grpc.add_ResponseServiceServicer_to_server(
+                ResponseServicer.from_settings(settings, sessions), server
+            )
+        if "media" in services:
+            media_pb2_grpc.add_MediaServiceServicer_to_server(MediaServicer(self.media), server)
 
     async def _database_problem(self) -> str | None:
         try:
@@ -181,11 +215,18 @@ class JanServer:
             return f"database unavailable: {error.__class__.__name__}"
         return None
 
+    def _models_problem(self) -> str | None:
+        return self._registry.readiness_problem() if "llm" in self._services else None
+
     async def _readiness_problem(self) -> str | None:
-        return await self._database_problem() or self._registry.readiness_problem()
+        return await self._database_problem() or self._models_problem()
 
     def listening_line(self) -> str:
+        if not self._services:
+            return f"Jan Server gateway listening on {self.settings.public_url} (Envoy only)"
         grpc_part = f"gRPC on {self.settings.grpc_target}"
+        if self._services != ALL_SERVICES:
+            grpc_part += f", serving {', '.join(sorted(self._services))}"
         if self._gateway:
             return f"Jan Server listening on {self.settings.public_url} (Envoy; {grpc_part})"
         return f"Jan Server listening on {grpc_part} (no gateway)"
@@ -202,11 +243,14 @@ class JanServer:
             await asyncio.wait({stopping}, timeout=grace)
         if self._models is not None:
             await self._models.close()
-        await self._registry.close()
+        if "llm" in self._services:
+            await self._registry.close()
         if stopping is not None:
             await stopping
-        await self._embedder.close()
-        await self.media.stop()
+        if self._services & {"llm", "mcp"}:
+            await self._embedder.close()
+        if "media" in self._services:
+            await self.media.stop()
         if self._envoy is not None:
             await self._envoy.stop()
         await self._idp.close()

@@ -9,15 +9,21 @@ import os
 import signal
 import sys
 
-from server.core.config import Settings
+from server.core.config import DEPLOYABLE_SERVICES, Settings
 from server.core.logging import configure_logging
 from server.protogen import ensure_generated
 
+SERVICE_CHOICES = sorted(DEPLOYABLE_SERVICES)
 
-async def _run(settings: Settings, gateway: bool) -> None:
+
+async def _run(
+    settings: Settings, gateway: bool, services: frozenset[str] | None = None, migrate: bool = True
+) -> None:
     from server.app import JanServer
+    from server.topology import ALL_SERVICES
 
-    server = JanServer(settings, gateway=gateway)
+    server = JanServer(settings, gateway=gateway, services=ALL_SERVICES if services is None else services,
+                       migrate=migrate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,6 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve the gRPC services and Envoy (settings from JAN_* env vars)")
     run.add_argument("--no-gateway", action="store_true", help="serve gRPC only, without Envoy (e.g. in a mesh)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve some services alone, for separate deployments",
+        description="Serves the named services' gRPC in this process (JAN_GRPC_HOST:JAN_GRPC_PORT); `gateway` "
+        "runs Envoy, routing each service to its JAN_SERVICE_TARGETS address. Run `jan-server migrate` once "
+        "before starting the services: they do not migrate the database themselves.",
+    )
+    serve.add_argument(
+        "--service", action="append", required=True, choices=[*SERVICE_CHOICES, "gateway"],
+        help="a service to serve (repeat for several); `gateway` for Envoy",
+    )
     commands.add_parser("migrate", help="upgrade the database schema to the latest revision")
     commands.add_parser("envoy-config", help="print the rendered Envoy config")
     admin = commands.add_parser("admin", help="manage admin users on this server's database")
@@ -114,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     ensure_generated()
     if args.command == "run":
         asyncio.run(_run(settings, gateway=not args.no_gateway))
+    elif args.command == "serve":
+        chosen = set(args.service)
+        asyncio.run(_run(settings, gateway="gateway" in chosen, services=frozenset(chosen - {"gateway"}),
+                         migrate=False))
     elif args.command == "migrate":
         asyncio.run(_migrate(settings))
     elif args.command == "envoy-config":

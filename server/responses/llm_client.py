@@ -16,8 +16,8 @@ import grpc
 from google.api import httpbody_pb2
 
 from server.core.errors import ApiError
+from server.core.rpc_client import CallerMetadata, error_from_json, error_from_rpc
 from server.gen.jan.llm.v1 import llm_pb2, llm_pb2_grpc
-from server.responses.rpc_client import CallerMetadata, error_from_json, error_from_rpc
 
 
 @dataclass

@@ -14,8 +14,8 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 
 from server.core.rpc import struct_json
+from server.core.rpc_client import CallerMetadata, error_from_rpc
 from server.gen.jan.mcp.v1 import mcp_pb2, mcp_pb2_grpc
-from server.responses.rpc_client import CallerMetadata, error_from_rpc
 
 TOOL_LIST_TTL_SECONDS = 30.0
 

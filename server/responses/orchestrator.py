@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.core.ids import new_id
+from server.core.rpc_client import CallerMetadata
 from server.responses.events import EventStream
 from server.responses.items import (
     Item,
@@ -29,7 +30,6 @@ from server.responses.items import (
 from server.responses.llm_client import LlmClient, StepEnd, TextDelta, ToolCallDelta
 from server.responses.mcp_client import McpClient, ToolResult
 from server.responses.request import ResponseRequest
-from server.responses.rpc_client import CallerMetadata
 from server.responses.state import ResponseState
 
 

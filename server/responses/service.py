@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.core.errors import ApiError, internal_error, invalid_request
 from server.core.ids import new_id
 from server.core.pagination import PageRequest, list_fields, paginate
+from server.core.rpc_client import CallerMetadata
 from server.llm.conversations import store as conversations
 from server.responses import store
 from server.responses.background import RunningResponses
@@ -29,7 +30,6 @@ from server.responses.llm_client import LlmClient
 from server.responses.mcp_client import McpClient, McpTool
 from server.responses.orchestrator import Orchestrator, Run, ToolSpec
 from server.responses.request import ResponseRequest, parse_create_request
-from server.responses.rpc_client import CallerMetadata
 from server.responses.state import ResponseState
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,13 @@ from server.core.config import Settings
 from server.core.db import utcnow
 from server.core.pagination import PageRequest
 from server.core.rpc import body_reply, caller, http_body_stream, http_body_unary, json_reply, request_id, unary
+from server.core.rpc_client import CallerMetadata
 from server.gen.jan.responses.v1 import responses_pb2 as pb
 from server.gen.jan.responses.v1 import responses_pb2_grpc
 from server.responses.llm_client import LlmClient
 from server.responses.mcp_client import McpClient
-from server.responses.rpc_client import CallerMetadata
 from server.responses.service import ResponseService
+from server.topology import target_of
 
 SSE = "text/event-stream"
 
@@ -36,10 +37,11 @@ class ResponseServicer(responses_pb2_grpc.ResponseServiceServicer):
 
     @classmethod
     def from_settings(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> ResponseServicer:
-        """Calls the LLM and MCP services over gRPC at `grpc_target` (this process today, maybe not tomorrow)."""
-        channel = grpc.aio.insecure_channel(settings.grpc_target)
+        """Calls the LLM and MCP services over gRPC, wherever they run (this process unless JAN_SERVICE_TARGETS)."""
+        llm = grpc.aio.insecure_channel(target_of(settings, "llm"))
+        mcp = grpc.aio.insecure_channel(target_of(settings, "mcp"))
         service = ResponseService(
-            sessions, LlmClient(channel), McpClient(channel, settings.responses_tool_timeout_seconds),
+            sessions, LlmClient(llm), McpClient(mcp, settings.responses_tool_timeout_seconds),
             public_url=settings.public_url, max_steps=settings.responses_max_steps,
             history_items=settings.responses_history_items,
         )

@@ -32,7 +32,10 @@ HIGH_LIMITS = {
 
 @dataclass
 class Stack:
+    """`command`: the `jan-server` subcommand and its arguments (`run`, or `serve --service ...`)."""
+
     env: dict[str, str]
+    command: tuple[str, ...] = ("run",)
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
 
@@ -50,7 +53,7 @@ class Stack:
 
     def start(self, timeout: float = 120) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "run"],
+            [sys.executable, "-m", "server.cli", *self.command],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,

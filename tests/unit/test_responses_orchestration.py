@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.auth.store import User
 from server.core.db import utcnow
 from server.core.errors import ApiError
+from server.core.rpc_client import CallerMetadata
 from server.responses import store
 from server.responses.llm_client import ChatEvent, StepEnd, TextDelta, ToolCallDelta
 from server.responses.mcp_client import McpTool, ToolResult
-from server.responses.rpc_client import CallerMetadata
 from server.responses.service import ResponseService
 
 PUBLIC_URL = "http://127.0.0.1:8000"

@@ -1,7 +1,8 @@
-"""What the responses service's gRPC clients share: the caller's identity as metadata, and reading errors back.
+"""What a service's gRPC clients of other services share: the caller's identity as metadata, and reading errors back.
 
-The LLM and MCP services are called through their public gRPC contracts (not in-process), so each can later run
-as its own process. Their typed errors arrive as a gRPC status whose message is the OpenAI error JSON.
+Services call each other through their public gRPC contracts (the responses service calls LLM and MCP, the LLM
+service the media service when it runs elsewhere), so each can run as its own process. Typed errors arrive as a
+gRPC status whose message is the OpenAI error JSON.
 """
 
 from __future__ import annotations
