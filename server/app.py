@@ -31,6 +31,8 @@ from server.core.config import Settings, usable_cpus
 from server.core.db import create_engine, session_factory
 from server.core.errors import ApiError
 from server.core.migrate import run_migrations
+from server.core.progress import step
+from server.core.tracing import Tracing
 from server.gateway.envoy import EnvoyProcess
 from server.gen.jan.admin.v1 import admin_pb2_grpc, model_catalog_pb2_grpc
 from server.gen.jan.auth.v1 import auth_pb2_grpc
@@ -98,19 +100,26 @@ class JanServer:
         self._health: HealthReporter | None = None
         self._envoy: EnvoyProcess | None = None
         self._idp = OidcProvider(settings)
+        # The gateway's spans are Envoy's own ("jan-gateway"); these are the services'.
+        self._tracing = Tracing(
+            settings, "jan-server" if services == ALL_SERVICES else "jan-" + ("-".join(sorted(services)) or "gateway")
+        )
 
     async def start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # First, so that an unreachable identity provider fails the start before the slow parts.
+        self._tracing.start(self._engine)
         idp_jwks_uri = await self._idp_jwks_uri() if self._gateway else ""
         if self._migrate:
-            await run_migrations(settings.database)
+            with step("Migrating the database"):
+                await run_migrations(settings.database)
         # Our signing key: the auth service mints with it, and Envoy verifies with its JWKS.
         issuer = TokenIssuer(settings)
         await issuer.load_or_create()
         if "llm" in self._services:
-            await asyncio.gather(self._registry.start(), self._embedder.start())
+            with step(f"Loading models ({', '.join(m.id for m in settings.models)}) and the embedding model"):
+                await asyncio.gather(self._registry.start(), self._embedder.start())
             cipher = ProviderKeyCipher(await asyncio.to_thread(load_or_create_secret, settings))
             self._models = ModelRouter(
                 self._registry, settings.models, session_factory(self._engine), cipher,
@@ -119,14 +128,16 @@ class JanServer:
             await self._models.start()
             self._catalog = CatalogAdmin(settings, session_factory(self._engine), self._models, cipher)
         elif "mcp" in self._services:
-            await self._embedder.start()
+            with step("Loading the embedding model"):
+                await self._embedder.start()
         if "media" in self._services:
             await self.media.start()
         if self._services:
             await self._start_grpc(issuer)
         if self._gateway:
             self._envoy = EnvoyProcess(settings, DESCRIPTOR_SET, idp_jwks_uri=idp_jwks_uri)
-            await self._envoy.start()
+            with step("Starting Envoy"):
+                await self._envoy.start()
 
     async def _start_grpc(self, issuer: TokenIssuer) -> None:
         settings = self.settings
@@ -255,3 +266,4 @@ class JanServer:
             await self._envoy.stop()
         await self._idp.close()
         await self._engine.dispose()
+        await asyncio.to_thread(self._tracing.stop)

@@ -14,6 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from server.core.progress import step
+
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 GEN_DIR = ROOT / "server" / "gen"
@@ -77,7 +79,8 @@ def service_names(descriptor_set: Path = DESCRIPTOR_SET) -> list[str]:
 
 def ensure_generated() -> None:
     if is_stale():
-        generate()
+        with step("Generating the gRPC stubs and Envoy's descriptor set from proto/"):
+            generate()
 
 
 if __name__ == "__main__":

@@ -358,6 +358,9 @@ class Settings(BaseSettings):
     provider_sync_timeout_seconds: float = Field(15.0, gt=0, description="a provider's `GET /models` on sync")
 
     log_level: str = "INFO"
+    otlp_endpoint: str = Field(
+        "", description="OpenTelemetry collector (OTLP/gRPC), e.g. http://127.0.0.1:4317; empty = no tracing"
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, le=600, description="on SIGTERM, how long in-flight requests may finish before generations end"
     )

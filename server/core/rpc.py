@@ -20,6 +20,7 @@ from google.protobuf import json_format, message, struct_pb2
 
 from server.core.errors import ApiError, internal_error, unauthorized
 from server.core.ids import new_request_id
+from server.core.tracing import annotate_request
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def unary(
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        annotate_request(request_id(context))
         try:
             return await method(self, request, context)
         except ApiError as error:
@@ -114,6 +116,7 @@ def http_body_stream(
     def decorate(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
         @functools.wraps(method)
         async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+            annotate_request(request_id(context))
             started = False
             try:
                 async for message in method(self, request, context):
@@ -146,6 +149,7 @@ def http_body_unary(
     def decorate(method: UnaryHandler[Req, Resp]) -> UnaryHandler[Req, Resp]:
         @functools.wraps(method)
         async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+            annotate_request(request_id(context))
             try:
                 return await method(self, request, context)
             except ApiError as error:

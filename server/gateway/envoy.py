@@ -96,8 +96,16 @@ def render_config(settings: Settings, descriptor_path: Path | str, *, idp_jwks_u
     return template.render(
         settings=settings, descriptor_path=descriptor, lua_paths=LUA_PATHS, services=service_names(descriptor),
         media_upload_max_bytes=upload_request_limit(settings), idp=identity_provider(settings, idp_jwks_uri),
-        topology=gateway_topology(settings),
+        topology=gateway_topology(settings), otel_collector=otel_collector(settings),
     )
+
+
+def otel_collector(settings: Settings) -> dict[str, object] | None:
+    """Where Envoy sends its spans (the services' collector, JAN_OTLP_ENDPOINT); None: Envoy does not trace."""
+    if not settings.otlp_endpoint:
+        return None
+    url = urlsplit(settings.otlp_endpoint if "//" in settings.otlp_endpoint else f"http://{settings.otlp_endpoint}")
+    return {"host": url.hostname, "port": url.port or 4317}
 
 
 def identity_provider(settings: Settings, jwks_uri: str) -> dict[str, object] | None:
