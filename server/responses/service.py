@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -84,6 +84,8 @@ class ResponseService:
                     id=state.id, user_id=caller.user_id, model=state.model, status=state.status,
                     background=state.background, previous_response_id=state.previous_response_id,
                     conversation_id=state.conversation_id, settings=state.settings,
+                    # The same second the answer reports, or a retrieve could differ from it by one.
+                    created_at=datetime.fromtimestamp(state.created_at, UTC),
                 )
                 await store.add_response(session, row, request.input)
         messages = [{"role": "system", "content": request.instructions}] if request.instructions else []
