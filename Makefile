@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # llama-cpp-python builds from source; multimodal (LLaVA) support is not needed and costs build time.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: run test setup node gen lint bench clean
+.PHONY: run test setup node docs-ui gen lint bench clean
 
 run: setup ## Set up and serve on the embedded defaults (Envoy on 127.0.0.1:8000)
 	$(BIN)/jan-server run
@@ -31,7 +31,15 @@ tests/e2e/node/node_modules/.installed: tests/e2e/node/package.json tests/e2e/no
 	cd tests/e2e/node && npm ci --no-audit --no-fund
 	touch $@
 
-gen: ## Generate Python stubs and Envoy's descriptor set from proto/
+# Swagger UI's files for the /docs page, from npm (`make gen` copies them into server/gen/docs/). Its install scripts
+# only report usage (@scarf/scarf): skipped.
+docs-ui: docs/ui/node_modules/.installed
+
+docs/ui/node_modules/.installed: docs/ui/package.json docs/ui/package-lock.json
+	cd docs/ui && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+gen: docs-ui ## Generate Python stubs, Envoy's descriptor set, the OpenAPI document and the /docs page from proto/
 	$(BIN)/python -m server.protogen
 
 lint: setup ## buf lint, ruff, mypy
@@ -53,4 +61,4 @@ bench: setup ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
 	$(BIN)/python -m bench.triton
 
 clean:
-	rm -rf $(VENV) server/gen tests/e2e/node/node_modules
+	rm -rf $(VENV) server/gen tests/e2e/node/node_modules docs/ui/node_modules

@@ -2,9 +2,12 @@
 
     python -m server.protogen
 
-Outputs (git-ignored, never edited): `server/gen/` (Python modules, importable as `server.gen.jan...`) and
-`server/gen/jan.pb` (the descriptor set Envoy's transcoder loads). Only `proto/jan/` is compiled to Python: the
-vendored `proto/google/api` files are imported from googleapis-common-protos at run time.
+Outputs (git-ignored, never edited): `server/gen/` (Python modules, importable as `server.gen.jan...`),
+`server/gen/jan.pb` (the descriptor set Envoy's transcoder loads, with the proto comments), `server/gen/openapi.json`
+(the REST API's OpenAPI document, built from that descriptor set by `server.openapi.generate`) and
+`server/gen/docs/` (the /docs page: Swagger UI's files from `docs/ui/node_modules`, which `make setup` installs).
+Only `proto/jan/` is compiled to Python: the vendored `proto/google/api` files are imported from
+googleapis-common-protos at run time.
 """
 
 from __future__ import annotations
@@ -20,17 +23,28 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 GEN_DIR = ROOT / "server" / "gen"
 DESCRIPTOR_SET = GEN_DIR / "jan.pb"
+# The REST API's OpenAPI document and the docs page that shows it (served at /openapi.json and /docs).
+OPENAPI_DOCUMENT = GEN_DIR / "openapi.json"
+DOCS_DIR = GEN_DIR / "docs"
+DOCS_UI_DIR = ROOT / "docs" / "ui"
+# What the page needs of swagger-ui-dist (the rest of the package is other builds and source maps).
+SWAGGER_UI_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png", "LICENSE")
 
 
 def proto_files() -> list[Path]:
     return sorted((PROTO_DIR / "jan").rglob("*.proto"))
 
 
+def openapi_sources() -> list[Path]:
+    """The hand-written OpenAPI parts kept next to the protos (server/openapi/overrides.py)."""
+    return sorted((PROTO_DIR / "jan").rglob("openapi/*.json"))
+
+
 def is_stale() -> bool:
-    if not DESCRIPTOR_SET.exists():
+    if not DESCRIPTOR_SET.exists() or not OPENAPI_DOCUMENT.exists():
         return True
     built = DESCRIPTOR_SET.stat().st_mtime
-    return any(p.stat().st_mtime > built for p in proto_files())
+    return any(p.stat().st_mtime > built for p in [*proto_files(), *openapi_sources()])
 
 
 def generate() -> None:
@@ -55,6 +69,23 @@ def generate() -> None:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     _make_importable(GEN_DIR)
+    from server.openapi.generate import write_document
+
+    write_document(DESCRIPTOR_SET, PROTO_DIR, OPENAPI_DOCUMENT)
+    _copy_docs_page()
+
+
+def _copy_docs_page() -> None:
+    """Swagger UI's files, fetched from npm at setup time (`make setup`), so /docs needs no CDN when viewed."""
+    dist = DOCS_UI_DIR / "node_modules" / "swagger-ui-dist"
+    if not dist.is_dir():
+        print(f"warning: {dist.relative_to(ROOT)} is missing, so /docs will answer 404: run `make setup`",
+              file=sys.stderr)
+        return
+    DOCS_DIR.mkdir()
+    shutil.copy(DOCS_UI_DIR / "index.html", DOCS_DIR / "index.html")
+    for name in SWAGGER_UI_FILES:
+        shutil.copy(dist / name, DOCS_DIR / name)
 
 
 def _make_importable(gen: Path) -> None:
