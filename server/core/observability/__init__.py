@@ -1,0 +1,1 @@
+"""Metrics, the access log and log redaction: what operators watch (README, Observability)."""
