@@ -146,6 +146,9 @@ async def _measured(model_id: str, events: AsyncGenerator[Event, None]) -> Async
     except ApiError as error:
         metrics.BACKEND_ERRORS.labels(model_id, error.code or str(error.status)).inc()
         raise
+    except Exception:
+        metrics.BACKEND_ERRORS.labels(model_id, "server_error").inc()  # what the client is told (a bug)
+        raise
 
 
 @dataclass(frozen=True)

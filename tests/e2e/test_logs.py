@@ -17,9 +17,10 @@ from tests.e2e.test_admin import create_admin
 from tests.support.stack import Stack, make_stack
 
 
-@pytest.fixture(scope="module")
-def json_stack() -> Iterator[Stack]:
-    stack = make_stack(log_format="json", log_level="INFO", envoy_log_level="info")
+@pytest.fixture(scope="module", params=["info", "debug"])
+def json_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """At info, as deployed; at debug, Envoy's and every library's debug output goes through the filter too."""
+    stack = make_stack(log_format="json", log_level=request.param.upper(), envoy_log_level=request.param)
     stack.start()
     yield stack
     stack.stop()

@@ -54,7 +54,7 @@ def test_counters_move_with_chat_tool_calls_and_errors(
     completion_tokens = answer.usage.completion_tokens + usages[0].completion_tokens
     bad = http.post("/v1/chat/completions", json={"model": MODEL}, headers=auth_headers)
     assert bad.status_code == 400
-    missing = http.get("/v1/conversations/conv_does_not_exist", headers=auth_headers)
+    missing = http.get("/v1/conversations/conv_0000000000000000", headers=auth_headers)
     assert missing.status_code == 404
     result = mcp_rpc(stack, "tools/call", {"name": "file_search_query", "arguments": {"query": "metrics"}})
     assert result["isError"] is False
@@ -103,7 +103,9 @@ def _queried_metrics(dashboard: dict[str, object]) -> set[str]:
                 walk(child)
 
     walk(dashboard)
-    return {name for expr in exprs for name in re.findall(r"\b(?:jan|envoy|process)_[a-z0-9_]+", expr)}
+    # Metric names only: not the label names in matchers and `by (...)` clauses.
+    bare = [re.sub(r"\{[^}]*\}|\bby \([^)]*\)", "", expr) for expr in exprs]
+    return {name for expr in bare for name in re.findall(r"\b(?:jan|envoy|process)_[a-z0-9_]+", expr)}
 
 
 def test_every_metric_the_dashboard_queries_exists(stack: Stack, client: openai.OpenAI) -> None:

@@ -26,7 +26,7 @@ from server.core.observability.logging import (
     secret_patterns,
     secret_values,
 )
-from server.core.observability.metrics import REGISTRY, TOOL_CALLS
+from server.core.observability.metrics import REGISTRY
 from server.core.rpc import abort_with, http_body_stream, send_http_status, unary
 from server.mcp.tools.base import Tool, ToolContext
 from server.mcp.tools.registry import ToolRegistry, UnknownTool
@@ -220,7 +220,7 @@ async def test_tool_calls_are_counted_by_tool_and_outcome() -> None:
     context = ToolContext(user_id="u", request_id="r")
 
     def calls(outcome: str, tool: str = "quiet_tool") -> float:
-        return TOOL_CALLS.labels(tool, outcome)._value.get()
+        return REGISTRY.get_sample_value("jan_tool_calls_total", {"tool": tool, "outcome": outcome}) or 0.0
 
     before = {outcome: calls(outcome) for outcome in ("ok", "error", "invalid_arguments")}
     unknown = calls("unknown_tool", "unknown")

@@ -41,6 +41,16 @@ HTTP_STATUS_OF_CODE: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
+_CODE_OF_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _status_code(value: object) -> grpc.StatusCode | None:
+    """A code set with context.set_code(), which gRPC's context hands back as its integer value."""
+    if isinstance(value, grpc.StatusCode):
+        return value
+    return _CODE_OF_VALUE.get(value) if isinstance(value, int) else None
+
+
 # Calls Envoy itself makes, on every API-key request and every health check: logged at DEBUG, counted as usual.
 _GATEWAY_SERVICES = frozenset({"envoy.service.auth.v3.Authorization", "grpc.health.v1.Health"})
 
@@ -83,8 +93,10 @@ class _Call:
     def _status(self, context: grpc.aio.ServicerContext, error: BaseException | None) -> int:
         if isinstance(error, asyncio.CancelledError | GeneratorExit):
             return 499  # the client (or Envoy, for a client that went away) cancelled the call
-        code = self.code or context.code() or (grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK)
-        if code == grpc.StatusCode.OK:
+        code = self.code or _status_code(context.code())
+        if error is not None and code in (None, grpc.StatusCode.OK):
+            code = grpc.StatusCode.UNKNOWN  # an exception the handler let out: gRPC answers UNKNOWN
+        if code in (None, grpc.StatusCode.OK):
             return self.http_status or 200
         # errors.lua: a failed call keeps its error status unless the servicer named an error status itself.
         if self.http_status is not None and self.http_status >= 400:
@@ -137,12 +149,9 @@ def _streaming(behavior: Behavior, method: str, metadata: Sequence[tuple[str, An
         error: BaseException | None = None
         try:
             responses = behavior(request, call.context(context))
-            if inspect.isasyncgen(responses):
-                async with aclosing(responses):
-                    async for response in responses:
-                        yield response
-            else:  # a handler that writes with context.write() (grpc.health's Watch)
-                await responses
+            async with aclosing(responses):
+                async for response in responses:
+                    yield response
         except BaseException as raised:
             error = raised
             raise
@@ -175,8 +184,16 @@ class RpcObserver(grpc.aio.ServerInterceptor):
             return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary, method, metadata), **serializers)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, method, metadata), **serializers
+                _observed_stream(handler.unary_stream, method, metadata), **serializers
             )
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(handler.stream_stream, method, metadata), **serializers
+            _observed_stream(handler.stream_stream, method, metadata), **serializers
         )
+
+
+def _observed_stream(behavior: Behavior, method: str, metadata: Sequence[tuple[str, Any]]) -> Behavior:
+    """Generator handlers stay generators; handlers that write with context.write() (grpc.health's Watch) are
+    coroutines, which gRPC runs as such."""
+    if inspect.isasyncgenfunction(behavior):
+        return _streaming(behavior, method, metadata)
+    return _unary(behavior, method, metadata)
