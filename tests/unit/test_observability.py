@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from server.core.config import ModelSettings, Settings
@@ -31,6 +32,7 @@ from server.core.rpc import abort_with, http_body_stream, send_http_status, unar
 from server.mcp.tools.base import Tool, ToolContext
 from server.mcp.tools.registry import ToolRegistry, UnknownTool
 from tests.support.ports import free_port
+from tests.support.stack import ROOT
 
 _services = count()
 
@@ -270,3 +272,17 @@ def test_json_lines_carry_the_extra_fields() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line.pop("time")
     assert line == {"level": "INFO", "logger": "jan.access", "message": "GET /v1/models 200", "request_id": "req-1"}
+
+
+def test_the_grafana_dashboard_and_its_provisioning_parse() -> None:
+    grafana = ROOT / "deploy" / "grafana"
+    dashboard = json.loads((grafana / "dashboards" / "jan-server.json").read_text())
+    panels = [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+    assert dashboard["uid"] == "jan-server" and len({panel["id"] for panel in dashboard["panels"]}) == len(
+        dashboard["panels"]
+    )
+    assert all(panel["targets"] and all(target["expr"] for target in panel["targets"]) for panel in panels)
+    assert {variable["name"] for variable in dashboard["templating"]["list"]} == {"datasource", "job", "envoy_job"}
+    provider = yaml.safe_load((grafana / "provisioning" / "dashboards" / "jan-server.yaml").read_text())
+    datasource = yaml.safe_load((grafana / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    assert provider["providers"][0]["type"] == "file" and datasource["datasources"][0]["type"] == "prometheus"
