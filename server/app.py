@@ -31,8 +31,11 @@ from server.core.config import Settings, usable_cpus
 from server.core.db import create_engine, session_factory
 from server.core.errors import ApiError
 from server.core.migrate import run_migrations
-from server.core.progress import step
-from server.core.tracing import Tracing
+from server.core.observability.endpoint import MetricsEndpoint
+from server.core.observability.interceptor import RpcObserver
+from server.core.observability.metrics import DATABASE_POOLS
+from server.core.observability.progress import step
+from server.core.observability.tracing import Tracing
 from server.gateway.envoy import EnvoyProcess
 from server.gen.jan.admin.v1 import admin_pb2_grpc, model_catalog_pb2_grpc
 from server.gen.jan.auth.v1 import auth_pb2_grpc
@@ -104,10 +107,15 @@ class JanServer:
         self._tracing = Tracing(
             settings, "jan-server" if services == ALL_SERVICES else "jan-" + ("-".join(sorted(services)) or "gateway")
         )
+        self._metrics = MetricsEndpoint(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
 
     async def start(self) -> None:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Metrics first: a taken port fails the start at once, and the model loading that follows can be watched.
+        if self._metrics is not None:
+            await self._metrics.start()
+        DATABASE_POOLS.watch(self._engine)
         # First, so that an unreachable identity provider fails the start before the slow parts.
         self._tracing.start(self._engine)
         idp_jwks_uri = await self._idp_jwks_uri() if self._gateway else ""
@@ -142,6 +150,7 @@ class JanServer:
     async def _start_grpc(self, issuer: TokenIssuer) -> None:
         settings = self.settings
         server = grpc.aio.server(
+            interceptors=[RpcObserver()],  # metrics and the access log of every RPC
             options=[
                 # Envoy already capped the body (at max_request_bytes, more on media upload routes).
                 ("grpc.max_receive_message_length", grpc_message_limit(settings)),
@@ -267,3 +276,6 @@ class JanServer:
         await self._idp.close()
         await self._engine.dispose()
         await asyncio.to_thread(self._tracing.stop)
+        DATABASE_POOLS.forget(self._engine)
+        if self._metrics is not None:
+            await self._metrics.stop()

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from server.core.config import DEPLOYABLE_SERVICES, Settings
-from server.core.logging import configure_logging
+from server.core.observability.logging import configure_logging
 from server.protogen import ensure_generated
 
 SERVICE_CHOICES = sorted(DEPLOYABLE_SERVICES)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     # We fork only to exec Envoy; gRPC's fork handlers are not needed (and log noise when skipped).
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     ensure_generated()
     if args.command == "run":
         asyncio.run(_run(settings, gateway=not args.no_gateway))

@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from server.core.progress import step
+from server.core.observability.progress import step
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"

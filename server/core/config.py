@@ -375,6 +375,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"service {service}: {target!r} is not host:port")
         return value
 
+    # Observability (server/core/observability): Prometheus metrics and the log format
+    metrics_host: str = Field("127.0.0.1", description="address of the Prometheus /metrics endpoint")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics; 0 = no metrics endpoint")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line (containers)"
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

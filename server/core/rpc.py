@@ -20,7 +20,7 @@ from google.protobuf import json_format, message, struct_pb2
 
 from server.core.errors import ApiError, internal_error, unauthorized
 from server.core.ids import new_request_id
-from server.core.tracing import annotate_request
+from server.core.observability.tracing import annotate_request
 
 log = logging.getLogger(__name__)
 

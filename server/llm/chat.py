@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from server.core.errors import ApiError
 from server.core.json_body import parse_object
+from server.core.observability import metrics
 from server.llm.backends.base import Finish, GenerationEvent, TextDelta, ToolCall
 from server.llm.capabilities import checked_chat_request
 from server.llm.catalog.router import Route
@@ -111,7 +113,7 @@ class ChatCompletions:
 
         # After the conversation is read: stored turns may hold placeholders too (the stored form keeps them).
         messages = await resolve_placeholders(messages, backend.info, user_id, self._resolve_media)
-        events = backend.generate(messages, request.sampling, history)
+        events = _measured(route.model_id, backend.generate(messages, request.sampling, history))
         async with aclosing(events):
             # Admission errors (queue full, prompt too long) surface here, before any byte is written,
             # so they can still become a proper HTTP status.
@@ -122,6 +124,31 @@ class ChatCompletions:
                     yield SSE, piece
             else:
                 yield JSON, await completion.collect(first, events)
+
+
+async def _measured(model_id: str, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    """The generation's events, unchanged, feeding the chat metrics: time to the first delta and between deltas,
+    tokens in and out, and the backend's errors (a full queue's 429 included)."""
+    last = time.perf_counter()
+    first = True
+    try:
+        async with aclosing(events):
+            async for event in events:
+                now = time.perf_counter()
+                if isinstance(event, Finish):
+                    metrics.CHAT_PROMPT_TOKENS.labels(model_id).inc(event.prompt_tokens)
+                    metrics.CHAT_COMPLETION_TOKENS.labels(model_id).inc(event.completion_tokens)
+                else:
+                    histogram = metrics.CHAT_TIME_TO_FIRST_TOKEN if first else metrics.CHAT_INTER_TOKEN_LATENCY
+                    histogram.labels(model_id).observe(now - last)
+                    first, last = False, now
+                yield event
+    except ApiError as error:
+        metrics.BACKEND_ERRORS.labels(model_id, error.code or str(error.status)).inc()
+        raise
+    except Exception:
+        metrics.BACKEND_ERRORS.labels(model_id, "server_error").inc()  # what the client is told (a bug)
+        raise
 
 
 @dataclass(frozen=True)

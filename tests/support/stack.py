@@ -95,6 +95,7 @@ def make_stack(database_url: str | None = None, **settings: str) -> Stack:
         "JAN_PORT": str(free_port()),
         "JAN_GRPC_PORT": str(free_port()),
         "JAN_ENVOY_ADMIN_PORT": str(free_port()),
+        "JAN_METRICS_PORT": str(free_port()),
         "JAN_LOG_LEVEL": "WARNING",
     }
     if database_url:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import llama_cpp
 
 from server.core.errors import server_busy, shutting_down
+from server.core.observability.metrics import MODEL_QUEUE_DEPTH, MODEL_REJECTIONS
 from server.llm.cpu_budget import ThreadBudget
 
 
@@ -61,6 +62,8 @@ class InstancePool:
         self._idle: list[Instance] = []
         self._waiters: deque[asyncio.Future[Instance]] = deque()
         self._closed = False
+        # Read when Prometheus scrapes: nothing to update on the request path.
+        MODEL_QUEUE_DEPTH.labels(model_id).set_function(lambda: len(self._waiters))
 
     async def acquire(self) -> Instance:
         if self._closed:
@@ -72,6 +75,7 @@ class InstancePool:
             self._idle.remove(instance)
             return instance
         if len(self._waiters) >= self._queue_size:
+            MODEL_REJECTIONS.labels(self._model_id).inc()
             raise server_busy(
                 f"The model '{self._model_id}' is busy: all its instances are generating and "
                 f"{self._queue_size} requests are already waiting. Retry shortly."

@@ -31,6 +31,7 @@ import httpx
 
 from server.core.config import ModelSettings
 from server.core.errors import ApiError, invalid_request, server_busy, shutting_down
+from server.core.observability.metrics import MODEL_IN_FLIGHT, MODEL_REJECTIONS
 from server.llm.backends.asyncio_network import upstream_transport
 from server.llm.backends.base import BackendInfo, ChatMessage, GenerationEvent, InferenceBackend, SamplingParams
 from server.llm.backends.openai_wire import ChunkParser, error_message, request_body, upstream_failure
@@ -139,8 +140,11 @@ class OpenAIUpstream:
         if self._client is None:
             raise model_unavailable(model_id, "it has not started")
         if self._in_flight >= self.config.max_in_flight:
+            MODEL_REJECTIONS.labels(model_id).inc()
             raise server_busy(f"The model '{model_id}' has {self._in_flight} requests in flight; retry shortly")
         self._in_flight += 1
+        in_flight = MODEL_IN_FLIGHT.labels(model_id)
+        in_flight.inc()
         try:
             response = await self._open(model_id, body)
             try:
@@ -156,6 +160,7 @@ class OpenAIUpstream:
                 await response.aclose()
         finally:
             self._in_flight -= 1
+            in_flight.dec()
 
     def _closing_or(self, error: ApiError) -> ApiError:
         return shutting_down() if self.closing else error

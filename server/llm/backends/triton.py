@@ -33,6 +33,7 @@ from tritonclient.utils import InferenceServerException
 
 from server.core.config import ModelSettings
 from server.core.errors import ApiError, invalid_request, server_busy, shutting_down
+from server.core.observability.metrics import MODEL_IN_FLIGHT, MODEL_REJECTIONS
 from server.llm.backends.base import (
     BackendInfo,
     ChatMessage,
@@ -162,6 +163,7 @@ class TritonBackend(InferenceBackend):
             raise model_unavailable(self.settings.id, "it has not started")
         self._refuse_unsupported(params)
         if self._in_flight >= self.settings.max_in_flight:
+            MODEL_REJECTIONS.labels(self.settings.id).inc()
             raise server_busy(f"The model '{self.settings.id}' has {self._in_flight} requests in flight; retry shortly")
         if not self.model_ready and not await self._probe():
             raise model_unavailable(self.settings.id, "Triton reports it is not ready")
@@ -180,11 +182,14 @@ class TritonBackend(InferenceBackend):
         sampling = sampling_parameters(params, self.info.context_size, self._template.eos_token)
         request = infer_request(self._model, "jan-" + secrets.token_hex(8), prompt, sampling)
         self._in_flight += 1
+        in_flight = MODEL_IN_FLIGHT.labels(self.settings.id)
+        in_flight.inc()
         try:
             async for event in self._stream(request, params.tools_enabled):
                 yield event
         finally:
             self._in_flight -= 1
+            in_flight.dec()
 
     def _refuse_unsupported(self, params: SamplingParams) -> None:
         if params.tools_enabled and not self.info.tools:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core.config import Settings
+from server.core.observability.metrics import TOOL_CALL_DURATION, TOOL_CALLS
 from server.llm.embeddings import Embedder
 from server.mcp.tools.base import InvalidToolArguments, Tool, ToolContext, ToolError
 from server.mcp.tools.file_search.tools import file_search_tools
@@ -127,11 +129,32 @@ class ToolRegistry:
 
     async def call(self, name: str, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         """Validates and runs a tool. Raises UnknownTool or InvalidToolArguments; anything else is a result."""
-        self.validate(name, arguments)
+        try:
+            self.validate(name, arguments)
+        except UnknownTool:
+            TOOL_CALLS.labels("unknown", "unknown_tool").inc()  # the name is the caller's: not a label
+            raise
+        except InvalidToolArguments:
+            TOOL_CALLS.labels(name, "invalid_arguments").inc()
+            raise
         tool = self._tools[name]
         reason = tool.unavailable_reason()
         if reason is not None:
+            TOOL_CALLS.labels(name, "unavailable").inc()
             return ToolResult(payload=None, error=f"Tool '{name}' is unavailable: {reason}")
+        started = time.perf_counter()
+        try:
+            result = await self._run(tool, arguments, context)
+        except InvalidToolArguments:
+            TOOL_CALLS.labels(name, "invalid_arguments").inc()
+            raise
+        finally:
+            TOOL_CALL_DURATION.labels(name).observe(time.perf_counter() - started)
+        TOOL_CALLS.labels(name, "error" if result.is_error else "ok").inc()
+        return result
+
+    async def _run(self, tool: Tool, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        name = tool.name
         try:
             payload = await tool.call(context, arguments)
             json.dumps(payload)  # a payload that cannot be sent is the tool's bug, reported below
