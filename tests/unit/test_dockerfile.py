@@ -53,14 +53,16 @@ def parse_dockerfile(text: str) -> tuple[dict[str, str], list[Stage]]:
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:
-    """Whether .dockerignore leaves `path` (or a folder above it) out of the build context."""
+    """Whether .dockerignore leaves `path` (or a folder above it) out of the build context: as Docker reads it,
+    the last pattern that matches decides, and `!` lets a path back in."""
     parts = Path(path).parts
     candidates = ["/".join(parts[: index + 1]) for index in range(len(parts))]
-    return any(
-        fnmatch.fnmatch(candidate, pattern) or fnmatch.fnmatch(candidate, pattern.removeprefix("**/"))
-        for pattern in patterns
-        for candidate in candidates
-    )
+    ignored = False
+    for pattern in patterns:
+        glob = pattern.removeprefix("!")
+        if any(fnmatch.fnmatch(c, glob) or fnmatch.fnmatch(c, glob.removeprefix("**/")) for c in candidates):
+            ignored = not pattern.startswith("!")
+    return ignored
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,10 @@ def stages(dockerfile: tuple[dict[str, str], list[Stage]]) -> dict[str, Stage]:
 
 def test_two_stages_on_slim_python(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
     global_args, stages = dockerfile
-    assert [stage.name for stage in stages] == ["build", "runtime"]
-    assert all(stage.base == "${PYTHON_IMAGE}" for stage in stages)
+    # Plus a Node stage that only fetches Swagger UI's files (the /docs page) from npm.
+    assert [stage.name for stage in stages] == ["docs-ui", "build", "runtime"]
+    assert stages[0].base.startswith("node:")
+    assert all(stage.base == "${PYTHON_IMAGE}" for stage in stages[1:])
     assert re.fullmatch(r"python:3\.1[1-9]-slim-\w+", global_args["PYTHON_IMAGE"])
 
 
