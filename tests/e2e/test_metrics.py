@@ -45,13 +45,14 @@ def test_counters_move_with_chat_tool_calls_and_errors(
         model=MODEL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
     )
     assert answer.usage is not None
-    stream = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Count to three"}], max_tokens=8, stream=True,
-        stream_options={"include_usage": True},
-    )
-    usages = [chunk.usage for chunk in stream if chunk.usage is not None]
-    prompt_tokens = answer.usage.prompt_tokens + usages[0].prompt_tokens
-    completion_tokens = answer.usage.completion_tokens + usages[0].completion_tokens
+    # Read to the end of the HTTP response (the SDK may hang up at [DONE], before the RPC ends: a 499).
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Count to three"}], "max_tokens": 8,
+            "stream": True, "stream_options": {"include_usage": True}}
+    with http.stream("POST", "/v1/chat/completions", json=body, headers=auth_headers) as stream:
+        events = [line.removeprefix("data: ") for line in stream.iter_lines() if line.startswith("data: {")]
+    [usage] = [event["usage"] for event in map(json.loads, events) if event.get("usage")]
+    prompt_tokens = answer.usage.prompt_tokens + usage["prompt_tokens"]
+    completion_tokens = answer.usage.completion_tokens + usage["completion_tokens"]
     bad = http.post("/v1/chat/completions", json={"model": MODEL}, headers=auth_headers)
     assert bad.status_code == 400
     missing = http.get("/v1/conversations/conv_0000000000000000", headers=auth_headers)
