@@ -63,7 +63,8 @@ WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     JAN_HOST=0.0.0.0 \
-    JAN_DATA_DIR=/data
+    JAN_DATA_DIR=/data \
+    JAN_LOG_FORMAT=json
 USER jan
 VOLUME ["/data"]
 EXPOSE 8000 50051

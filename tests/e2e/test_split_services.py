@@ -35,11 +35,14 @@ def split(postgres: PostgresServer) -> Iterator[dict[str, Stack]]:
     migrated = subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=base.env,
                               capture_output=True, text=True, timeout=120)
     assert migrated.returncode == 0, migrated.stderr
+    # One host: each process its own gRPC and metrics port (in Kubernetes each pod has its own address).
     processes = {
-        service: Stack({**base.env, "JAN_GRPC_PORT": str(port)}, command=("serve", "--service", service))
+        service: Stack({**base.env, "JAN_GRPC_PORT": str(port), "JAN_METRICS_PORT": str(free_port())},
+                       command=("serve", "--service", service))
         for service, port in ports.items()
     }
-    processes["gateway"] = Stack(base.env, command=("serve", "--service", "gateway"))
+    processes["gateway"] = Stack({**base.env, "JAN_METRICS_PORT": str(free_port())},
+                                 command=("serve", "--service", "gateway"))
     try:
         for process in processes.values():
             process.start()
