@@ -10,17 +10,14 @@ logs repeat.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 from server.core.config import Settings
 
@@ -45,6 +42,15 @@ class Tracing:
         """Before the gRPC server and clients are created: the instrumentations wrap grpc.aio's constructors."""
         if not self.enabled:
             return
+        # Imported only when tracing is on: a server without it never loads the SDK or the exporter's protos.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
         url = urlsplit(self._endpoint)
         exporter = OTLPSpanExporter(endpoint=url.netloc or self._endpoint, insecure=url.scheme != "https")
         provider = TracerProvider(resource=Resource.create({"service.name": self._service_name}))
