@@ -33,16 +33,8 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.grpc._utils import _get_inference_request
 
-from bench import ROOT, guest_token, machine_line, median, print_table, running_stack, verdict
-from bench.upstream import (
-    SHORT_TOKENS,
-    TARGET_ADDED_LATENCY_MS,
-    TARGET_ADDED_TTFT_MS,
-    TARGET_CPU_PER_CHUNK_MS,
-    Side,
-    our_processes,
-    stream_cpu,
-)
+from bench import ROOT, guest_token, machine_line, running_stack
+from bench.upstream import SHORT_TOKENS, Side, our_processes, report, stream_cpu
 from server.llm.backends.base import ChatMessage, SamplingParams
 from server.llm.backends.chat_template import load_chat_template
 from server.llm.backends.triton_wire import decode_response, infer_request, sampling_parameters
@@ -152,38 +144,6 @@ def main() -> None:
         triton.wait(10)
 
     report(direct, ours, long_cpu, long_chunks, short_cpu, short_chunks, args)
-
-
-def report(direct: DirectTriton, ours: Side, long_cpu: dict[str, float], long_chunks: int,
-           short_cpu: dict[str, float], short_chunks: int, args: argparse.Namespace) -> None:
-    ms = 1000.0
-    print(f"\n{args.runs} runs per side, interleaved, after 3 warm-up requests; p50 (min)\n")
-    print_table(["side", f"non-stream chat, max_tokens {SHORT_TOKENS} (ms)", "stream TTFT (ms)",
-                 "whole stream (ms)"], [
-        [side.name, f"{median(side.latencies) * ms:.2f} ({min(side.latencies) * ms:.2f})",
-         f"{median(side.ttfts) * ms:.2f} ({min(side.ttfts) * ms:.2f})",
-         f"{median(side.stream_totals) * ms:.2f} ({min(side.stream_totals) * ms:.2f})"]
-        for side in (direct, ours)
-    ])
-    added_latency = (median(ours.latencies) - median(direct.latencies)) * ms
-    added_ttft = (median(ours.ttfts) - median(direct.ttfts)) * ms
-    total_long = sum(long_cpu.values())
-    per_chunk = total_long / long_chunks * ms
-    marginal = (total_long - sum(short_cpu.values())) / max(long_chunks - short_chunks, 1) * ms
-    print(f"\nCPU over {args.runs} streams of {args.stream_tokens} tokens ({long_chunks} content chunks) and of "
-          f"{SHORT_TOKENS} tokens ({short_chunks} chunks): "
-          + ", ".join(f"{name} {long_cpu[name]:.2f} s / {short_cpu[name]:.2f} s" for name in long_cpu) + "\n")
-    print_table(["metric", "value", "target", "LiteLLM", "verdict"], [
-        ["added p50 latency, non-stream chat (ms)", f"{added_latency:.2f}", f"≤ {TARGET_ADDED_LATENCY_MS}", "8.3",
-         verdict(added_latency <= TARGET_ADDED_LATENCY_MS)],
-        ["added p50 TTFT, stream (ms)", f"{added_ttft:.2f}", f"≤ {TARGET_ADDED_TTFT_MS}", "21",
-         verdict(added_ttft <= TARGET_ADDED_TTFT_MS)],
-        ["our CPU per streamed chunk, services + Envoy (ms)", f"{per_chunk:.3f}", f"≤ {TARGET_CPU_PER_CHUNK_MS}",
-         "~1.8", verdict(per_chunk <= TARGET_CPU_PER_CHUNK_MS)],
-        ["  of it, services process (ms)", f"{long_cpu['services'] / long_chunks * ms:.3f}", "-", "-", "-"],
-        ["  marginal CPU per extra chunk (ms)", f"{marginal:.3f}", f"≤ {TARGET_CPU_PER_CHUNK_MS}", "-",
-         verdict(marginal <= TARGET_CPU_PER_CHUNK_MS)],
-    ])
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from bench import guest_token, machine_line, median, print_table, process_tree, running_stack, verdict
@@ -165,8 +166,17 @@ def main() -> None:
     report(direct, ours, long_cpu, long_chunks, short_cpu, short_chunks, args)
 
 
-def report(direct: Side, ours: Side, long_cpu: dict[str, float], long_chunks: int, short_cpu: dict[str, float],
-           short_chunks: int, args: argparse.Namespace) -> None:
+class Measured(Protocol):
+    """A side's timings, whatever it calls (bench.triton's direct side is a gRPC client)."""
+
+    name: str
+    latencies: list[float]
+    ttfts: list[float]
+    stream_totals: list[float]
+
+
+def report(direct: Measured, ours: Measured, long_cpu: dict[str, float], long_chunks: int,
+           short_cpu: dict[str, float], short_chunks: int, args: argparse.Namespace) -> None:
     ms = 1000.0
     print(f"\n{args.runs} runs per side, interleaved, after 3 warm-up requests; p50 (min)\n")
     print_table(["side", f"non-stream chat, max_tokens {SHORT_TOKENS} (ms)", "stream TTFT (ms)",
@@ -176,7 +186,8 @@ def report(direct: Side, ours: Side, long_cpu: dict[str, float], long_chunks: in
          f"{median(side.stream_totals) * ms:.2f} ({min(side.stream_totals) * ms:.2f})"]
         for side in (direct, ours)
     ])
-    # Our non-stream chat streams from the upstream: part of its added latency is the upstream's streaming mode.
+    # Our non-stream chat streams from the upstream: part of its added latency is the upstream's streaming mode
+    # (a direct side that only streams, as Triton's vLLM models do, measured its whole stream: the two are equal).
     over_stream = (median(ours.latencies) - median(direct.stream_totals)) * ms
     added_latency = (median(ours.latencies) - median(direct.latencies)) * ms
     added_ttft = (median(ours.ttfts) - median(direct.ttfts)) * ms
