@@ -20,7 +20,6 @@ from google.protobuf import json_format, message, struct_pb2
 
 from server.core.errors import ApiError, internal_error, unauthorized
 from server.core.ids import new_request_id
-from server.core.observability.tracing import annotate_request
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,6 @@ def unary(
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-        annotate_request(request_id(context))
         try:
             return await method(self, request, context)
         except ApiError as error:
@@ -116,7 +114,6 @@ def http_body_stream(
     def decorate(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
         @functools.wraps(method)
         async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
-            annotate_request(request_id(context))
             started = False
             try:
                 async for message in method(self, request, context):
@@ -149,7 +146,6 @@ def http_body_unary(
     def decorate(method: UnaryHandler[Req, Resp]) -> UnaryHandler[Req, Resp]:
         @functools.wraps(method)
         async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-            annotate_request(request_id(context))
             try:
                 return await method(self, request, context)
             except ApiError as error:

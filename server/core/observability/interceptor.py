@@ -1,4 +1,5 @@
-"""Every RPC, measured and logged once: `jan_rpc_requests_total`, `jan_rpc_duration_seconds` and one access-log line.
+"""Every RPC, measured and logged once: `jan_rpc_requests_total`, `jan_rpc_duration_seconds`, one access-log line,
+and its request id on its trace span.
 
 The status is the HTTP status the client got through Envoy: the servicer's `x-http-status` initial metadata when
 it sent one (HttpBody RPCs, 201s), otherwise the status the transcoder derives from the gRPC code. A stream that
@@ -18,6 +19,7 @@ from typing import Any
 import grpc
 
 from server.core.observability.metrics import RPC_DURATION, RPC_REQUESTS
+from server.core.observability.tracing import annotate_request
 
 access_log = logging.getLogger("jan.access")
 
@@ -62,6 +64,7 @@ class _Call:
         self.service, _, self.method = method.lstrip("/").rpartition("/")
         self.headers = {key: value for key, value in metadata if isinstance(value, str)}
         self.started = time.perf_counter()
+        annotate_request(self.headers.get("x-request-id", ""))
         self.http_status: int | None = None
         self.code: grpc.StatusCode | None = None
 

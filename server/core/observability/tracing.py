@@ -4,7 +4,7 @@ When on, spans go over OTLP/gRPC to that collector from: the gRPC server (one sp
 the W3C `traceparent` Envoy sends, so the gateway's span and ours form one trace), the gRPC clients between
 services, SQLAlchemy (each query) and httpx (upstream models, providers, web tools). Envoy reports its own spans to
 the same collector (envoy.yaml.j2). Each RPC span carries `jan.request_id`, the `x-request-id` that error bodies and
-logs repeat.
+logs repeat: the RPC interceptor (interceptor.py) sets it, inside the span the tracing interceptor opened.
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ class Tracing:
 
 
 def annotate_request(request_id: str) -> None:
-    """Puts the request id on the RPC's span (a no-op when tracing is off)."""
+    """Puts the request id on the current RPC's span; nothing when tracing is off or the caller sent no id."""
+    if not request_id:
+        return
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
