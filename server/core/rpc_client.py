@@ -50,6 +50,13 @@ def error_from_json(status: int, data: bytes | str) -> ApiError:
         return ApiError(status, text[:500] or "error", code="upstream_error")
 
 
+async def sent_http_status(call: grpc.aio.Call) -> int | None:
+    """The `x-http-status` an HttpBody RPC sent as initial metadata: how it answers errors (with an OpenAI error
+    body) and non-200 successes."""
+    status = dict(await call.initial_metadata() or ()).get("x-http-status")
+    return int(status) if isinstance(status, str) and status.isdigit() else None
+
+
 def error_from_rpc(error: grpc.aio.AioRpcError) -> ApiError:
     status = _STATUS_BY_CODE.get(error.code(), 500)
     return error_from_json(status, error.details() or "")

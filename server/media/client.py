@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 
-from server.core.rpc_client import error_from_json, error_from_rpc
+from server.core.rpc_client import error_from_json, error_from_rpc, sent_http_status
 from server.gen.jan.media.v1 import media_pb2, media_pb2_grpc
 
 
@@ -24,8 +24,7 @@ class RemoteMediaResolver:
         call = self._media.ResolveMedia(request, metadata=(("x-user-id", user_id),))
         try:
             reply = await call
-            # An HttpBody RPC answers its errors as an OpenAI error body with the status in x-http-status.
-            status = int(dict(await call.initial_metadata()).get("x-http-status", 200))
+            status = await sent_http_status(call) or 200
         except grpc.aio.AioRpcError as error:
             raise error_from_rpc(error) from None
         if status >= 400:

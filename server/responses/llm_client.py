@@ -16,7 +16,7 @@ import grpc
 from google.api import httpbody_pb2
 
 from server.core.errors import ApiError
-from server.core.rpc_client import CallerMetadata, error_from_json, error_from_rpc
+from server.core.rpc_client import CallerMetadata, error_from_json, error_from_rpc, sent_http_status
 from server.gen.jan.llm.v1 import llm_pb2, llm_pb2_grpc
 
 
@@ -65,11 +65,11 @@ class LlmClient:
         finish: StepEnd | None = None
         usage: dict[str, int] = {}
         try:
-            status = dict(await call.initial_metadata() or ()).get("x-http-status")
+            status = await sent_http_status(call)
             buffer = b""
             async for piece in call:
                 if piece.body.content_type.startswith("application/json"):
-                    raise error_from_json(int(status or 500), piece.body.data)
+                    raise error_from_json(status or 500, piece.body.data)
                 buffer += piece.body.data
                 *events, buffer = buffer.split(b"\n\n")
                 for event in events:
