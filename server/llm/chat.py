@@ -129,6 +129,9 @@ class ChatCompletions:
 async def _measured(model_id: str, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
     """The generation's events, unchanged, feeding the chat metrics: time to the first delta and between deltas,
     tokens in and out, and the backend's errors (a full queue's 429 included)."""
+    # The model's series, looked up once: every token passes here.
+    time_to_first = metrics.CHAT_TIME_TO_FIRST_TOKEN.labels(model_id)
+    between_tokens = metrics.CHAT_INTER_TOKEN_LATENCY.labels(model_id)
     last = time.perf_counter()
     first = True
     try:
@@ -139,8 +142,7 @@ async def _measured(model_id: str, events: AsyncGenerator[Event, None]) -> Async
                     metrics.CHAT_PROMPT_TOKENS.labels(model_id).inc(event.prompt_tokens)
                     metrics.CHAT_COMPLETION_TOKENS.labels(model_id).inc(event.completion_tokens)
                 else:
-                    histogram = metrics.CHAT_TIME_TO_FIRST_TOKEN if first else metrics.CHAT_INTER_TOKEN_LATENCY
-                    histogram.labels(model_id).observe(now - last)
+                    (time_to_first if first else between_tokens).observe(now - last)
                     first, last = False, now
                 yield event
     except ApiError as error:
