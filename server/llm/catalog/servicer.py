@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from server.auth import roles
 from server.core.rpc import body_reply, caller, http_body_unary, json_reply, unary
@@ -20,19 +20,6 @@ MAX_LIMIT = 100
 
 def _seconds(value: Any) -> int:
     return int(value.timestamp())
-
-
-def provider_json(view: ProviderView) -> dict[str, Any]:
-    """A provider as the bare-array list shows it (the message below, in JSON)."""
-    provider = view.provider
-    return {
-        "id": provider.id, "object": "provider", "name": provider.name, "vendor": provider.vendor,
-        "base_url": provider.base_url, "active": provider.active, "api_key_hint": provider.api_key_hint,
-        "metadata": provider.metadata_, "model_count": view.model_count,
-        "model_active_count": view.model_active_count, "created_at": _seconds(provider.created_at),
-        "updated_at": _seconds(provider.updated_at),
-        "last_synced_at": _seconds(provider.last_synced_at) if provider.last_synced_at else None,
-    }
 
 
 def provider_message(view: ProviderView, vendor_of_models: str) -> pb.Provider:
@@ -86,7 +73,13 @@ class ModelCatalogServicer(model_catalog_pb2_grpc.ModelCatalogServiceServicer):
     ) -> pb.ListProvidersResponse:
         _require_admin(context)
         providers = await self._catalog.list_providers()
-        return json_reply(pb.ListProvidersResponse, [provider_json(view) for view in providers])
+        # A bare array (the original's shape) of the Provider messages, printed as Envoy prints them.
+        listed = [
+            json_format.MessageToDict(provider_message(view, view.provider.vendor), preserving_proto_field_name=True,
+                                      always_print_fields_with_no_presence=True)
+            for view in providers
+        ]
+        return json_reply(pb.ListProvidersResponse, listed)
 
     @unary
     async def CreateProvider(self, request: pb.CreateProviderRequest, context: grpc.aio.ServicerContext) -> pb.Provider:
