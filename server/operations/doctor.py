@@ -134,17 +134,15 @@ async def check_model(model: ModelSettings) -> Verdict:
                           "bundled SmolLM2)")
         return passed(f"llamacpp, {path.name} ({size / 2**20:.0f} MiB)")
     if model.backend == "openai":
-        key = model.api_key.get_secret_value()
+        from server.core.errors import ApiError
+        from server.llm.catalog.sync import fetch_model_names
+
         try:
-            async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_SECONDS) as client:
-                response = await client.get(model.base_url.rstrip("/") + "/models",
-                                            headers={"Authorization": f"Bearer {key}"} if key else {})
-        except httpx.HTTPError as error:
-            return failed(f"upstream {model.base_url} unreachable ({error.__class__.__name__})",
-                          "start the upstream or fix the model's base_url (requests answer 503 until it is up)")
-        if response.status_code in (401, 403):
-            return failed(f"upstream {model.base_url} refused our key ({response.status_code})", "fix the api_key")
-        return passed(f"openai, {model.base_url} answers {response.status_code}")
+            names = await fetch_model_names(model.base_url, model.api_key.get_secret_value(), PROBE_TIMEOUT_SECONDS)
+        except ApiError as error:
+            return failed(error.message, "start the upstream or fix the model's base_url and api_key (requests "
+                          "answer 503 until it is up)")
+        return passed(f"openai, {model.base_url} lists {len(names)} model(s)")
     return await _check_triton(model)
 
 
