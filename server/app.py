@@ -116,8 +116,9 @@ class JanServer:
         if self._metrics is not None:
             await self._metrics.start()
         DATABASE_POOLS.watch(self._engine)
-        # First, so that an unreachable identity provider fails the start before the slow parts.
+        # Before the gRPC server and clients exist: the instrumentations wrap their constructors.
         self._tracing.start(self._engine)
+        # First, so that an unreachable identity provider fails the start before the slow parts.
         idp_jwks_uri = await self._idp_jwks_uri() if self._gateway else ""
         if self._migrate:
             with step("Migrating the database"):
